@@ -1,0 +1,2 @@
+# Websocket routes (Live Mode's consumer joins here).
+websocket_urlpatterns: list = []

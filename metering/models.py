@@ -1,0 +1,311 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import HEX_COLOUR, ApiKey, Organization, Tag, Team, User
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=settings.MONEY_MAX_DIGITS, decimal_places=settings.MONEY_DECIMAL_PLACES, **kwargs
+    )
+
+
+def price_field(verbose_name: str) -> models.DecimalField:
+    # USD per million tokens; six places hold any list price ($0.0375/M and the like).
+    return models.DecimalField(verbose_name, max_digits=14, decimal_places=6, default=0)
+
+
+class NamedPerOrg(models.Model):
+    """A dimension created on first sight by name within an org."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Project(NamedPerOrg):
+    colour = models.CharField(max_length=7, default="#0ea5e9", validators=[HEX_COLOUR])
+
+    class Meta(NamedPerOrg.Meta):
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="project_unique_name_per_org")]
+
+
+class Repository(NamedPerOrg):
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="repositories")
+
+    class Meta(NamedPerOrg.Meta):
+        verbose_name_plural = "repositories"
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="repository_unique_name_per_org")]
+
+
+class Agent(NamedPerOrg):
+    class Meta(NamedPerOrg.Meta):
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="agent_unique_name_per_org")]
+
+
+class LLMModel(models.Model):
+    """A model as clients name it (`claude-sonnet-4-5`). Prices are global, so models are too."""
+
+    name = models.CharField(max_length=200, unique=True)
+    provider = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = "LLM model"
+        ordering = ["provider", "name"]
+
+    def __str__(self):
+        return self.name
+
+
+class ModelPrice(models.Model):
+    """A model's list price, in force from 00:00 UTC of `effective_from` until the next one."""
+
+    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateField()
+    input = price_field("input $/M")
+    cached_input = price_field("cached input $/M")
+    cache_write = price_field("cache write $/M")
+    output = price_field("output $/M")
+    source = models.CharField(max_length=200, blank=True, help_text="Where this price comes from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        get_latest_by = "effective_from"
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_per_day"),
+            models.CheckConstraint(
+                condition=Q(input__gte=0, cached_input__gte=0, cache_write__gte=0, output__gte=0),
+                name="modelprice_not_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.model} from {self.effective_from}"
+
+
+class Session(models.Model):
+    """An agent or chat session, named by the client's `session_id`.
+
+    first_seen/last_seen span every record and event that carries the id, so
+    its duration is last_seen - first_seen; ingestion widens them.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    session_id = models.CharField(max_length=200)
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-first_seen"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "session_id"], name="session_unique_id_per_org"),
+            models.CheckConstraint(condition=Q(last_seen__gte=F("first_seen")), name="session_ends_after_start"),
+        ]
+        indexes = [models.Index(fields=["org", "first_seen"], name="session_org_first_seen")]
+
+    def __str__(self):
+        return self.session_id
+
+    @property
+    def duration(self):
+        return self.last_seen - self.first_seen
+
+
+class ServiceType(models.TextChoices):
+    TEXT_GENERATION = "text_generation", "Text generation"
+    EMBEDDING = "embedding", "Embedding"
+    SPEECH_TO_TEXT = "speech_to_text", "Speech to text"
+    TEXT_TO_SPEECH = "text_to_speech", "Text to speech"
+    IMAGE = "image", "Image"
+    AGENT = "agent", "Agent"
+
+
+class Status(models.TextChoices):
+    SUCCESS = "success", "Success"
+    ERROR = "error", "Error"
+
+
+class Attribution(models.Model):
+    """Who and what a usage record or activity event is attributed to."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    timestamp = models.DateTimeField()
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    # The team as it was when the record was made; moving a user later does not rewrite history.
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    repository = models.ForeignKey(Repository, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    session = models.ForeignKey(Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    metadata = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-timestamp"]
+
+
+class CostSource(models.TextChoices):
+    PRICED = "priced", "From the price table"
+    CLIENT = "client", "Sent by the client"
+    UNPRICED = "unpriced", "Unpriced (no price for the model)"
+
+
+class UsageRecord(Attribution):
+    """One billable AI request. Token convention: input includes cached reads and cache writes."""
+
+    request_id = models.CharField(max_length=200)
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    provider = models.CharField(max_length=100, blank=True)
+    service_type = models.CharField(max_length=20, choices=ServiceType.choices, default=ServiceType.TEXT_GENERATION)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUCCESS)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = money_field(default=0)
+    cost_source = models.CharField(max_length=10, choices=CostSource.choices, default=CostSource.PRICED)
+    # The price this record was costed at, so a later price change never rewrites it.
+    price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    conversation_id = models.CharField(max_length=200, blank=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="+", through="UsageRecordTag")
+
+    class Meta(Attribution.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["org", "request_id"], name="usage_unique_request_id_per_org"),
+            models.CheckConstraint(
+                condition=Q(input_tokens__gte=0, cached_input_tokens__gte=0, cache_write_tokens__gte=0,
+                            output_tokens__gte=0, reasoning_tokens__gte=0),
+                name="usage_tokens_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(cached_input_tokens__lte=F("input_tokens") - F("cache_write_tokens")),
+                name="usage_cache_within_input",
+            ),
+            models.CheckConstraint(condition=Q(reasoning_tokens__lte=F("output_tokens")), name="usage_reasoning_within_output"),
+            models.CheckConstraint(condition=Q(cost__gte=0), name="usage_cost_not_negative"),
+            models.CheckConstraint(condition=Q(service_type__in=ServiceType.values), name="usage_service_type_valid"),
+            models.CheckConstraint(condition=Q(status__in=Status.values), name="usage_status_valid"),
+            models.CheckConstraint(condition=Q(cost_source__in=CostSource.values), name="usage_cost_source_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["org", "timestamp"], name="usage_org_ts"),
+            # Member views read one user's records; without this they scan the org.
+            models.Index(fields=["org", "user", "timestamp"], name="usage_org_user_ts"),
+        ]
+
+    def __str__(self):
+        return self.request_id
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class UsageRecordTag(models.Model):
+    record = models.ForeignKey(UsageRecord, on_delete=models.CASCADE)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["record", "tag"], name="usagerecordtag_unique")]
+
+
+class ActivityKind(models.TextChoices):
+    SESSION_START = "session_start", "Session started"
+    SESSION_END = "session_end", "Session ended"
+    AGENT_RUN = "agent_run", "Agent run"
+    DIFF_ACCEPTED = "diff_accepted", "Diff accepted"
+    DIFF_REJECTED = "diff_rejected", "Diff rejected"
+    TASK_COMPLETED = "task_completed", "Task completed"
+    THREAD_CREATED = "thread_created", "Thread created"
+    MESSAGE_SENT = "message_sent", "Message sent"
+    COMMIT = "commit", "Commit"
+    PULL_REQUEST = "pull_request", "Pull request"
+
+
+class ActivityEvent(Attribution):
+    event_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=ActivityKind.choices)
+    lines_added = models.PositiveIntegerField(default=0)
+    lines_removed = models.PositiveIntegerField(default=0)
+    quantity = models.PositiveIntegerField(default=1)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="+", through="ActivityEventTag")
+
+    class Meta(Attribution.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["org", "event_id"], name="activity_unique_event_id_per_org"),
+            models.CheckConstraint(condition=Q(kind__in=ActivityKind.values), name="activity_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(lines_added__gte=0, lines_removed__gte=0, quantity__gte=0),
+                name="activity_counts_not_negative",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["org", "timestamp"], name="activity_org_ts"),
+            models.Index(fields=["org", "user", "timestamp"], name="activity_org_user_ts"),
+        ]
+
+    def __str__(self):
+        return self.event_id
+
+
+class ActivityEventTag(models.Model):
+    event = models.ForeignKey(ActivityEvent, on_delete=models.CASCADE)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "tag"], name="activityeventtag_unique")]
+
+
+class ResourceUsage(models.Model):
+    """One workload's compute and storage allocation over [start, end).
+
+    Rollups attribute it to the buckets it spans in proportion to time.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    resource_id = models.CharField(max_length=200)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    cpu_cores = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    ram_gb = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    storage_gb = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "resource usage"
+        ordering = ["-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "resource_id"], name="resource_unique_id_per_org"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="resource_ends_after_start"),
+            models.CheckConstraint(
+                condition=Q(cpu_cores__gte=0, ram_gb__gte=0, storage_gb__gte=0), name="resource_not_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["org", "start"], name="resource_org_start")]
+
+    def __str__(self):
+        return self.resource_id
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()

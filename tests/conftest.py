@@ -1,0 +1,65 @@
+"""Shared fixtures: one org with two teams and a user of every role, plus an outsider."""
+
+import pytest
+
+from accounts.models import Membership, Organization, Role, Team, User
+
+PASSWORD = "correct-horse-battery"
+
+
+def make_user(email: str, org: Organization | None = None, role: str = Role.MEMBER, teams=(), **fields) -> User:
+    user = User.objects.create_user(email, PASSWORD, **fields)
+    if org is not None:
+        membership = Membership.objects.create(user=user, org=org, role=role)
+        membership.teams.set(teams)
+    return user
+
+
+@pytest.fixture
+def org(db):
+    return Organization.objects.create(name="Acme", slug="acme", timezone="Europe/Berlin")
+
+
+@pytest.fixture
+def other_org(db):
+    return Organization.objects.create(name="Globex", slug="globex", timezone="America/New_York")
+
+
+@pytest.fixture
+def platform_team(org):
+    return Team.objects.create(org=org, name="Platform", colour="#2563eb")
+
+
+@pytest.fixture
+def web_team(org):
+    return Team.objects.create(org=org, name="Web", colour="#db2777")
+
+
+@pytest.fixture
+def admin(org):
+    return make_user("admin@acme.test", org, Role.ADMIN, name="Ada Admin")
+
+
+@pytest.fixture
+def manager(org, platform_team):
+    return make_user("manager@acme.test", org, Role.MANAGER, [platform_team], name="Max Manager")
+
+
+@pytest.fixture
+def member(org, platform_team):
+    return make_user("member@acme.test", org, Role.MEMBER, [platform_team], name="Mia Member")
+
+
+@pytest.fixture
+def web_member(org, web_team):
+    return make_user("web@acme.test", org, Role.MEMBER, [web_team], name="Wes Web")
+
+
+@pytest.fixture
+def outsider(other_org):
+    return make_user("outsider@globex.test", other_org, Role.ADMIN, name="Otto Outsider")
+
+
+@pytest.fixture
+def superuser(db):
+    return User.objects.create_superuser("root@tally.test", PASSWORD)
