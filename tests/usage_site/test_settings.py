@@ -1,0 +1,76 @@
+"""Settings come from the environment, fail loudly on bad values, and pass the deploy checklist."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from usage_site.env import env_bool, env_int, env_list
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "x7#k2!pL9q$wE4r@tY6u*iO0pA3sD5fG8hJ1kL-zX4cV7bN0mQ",
+    "ALLOWED_HOSTS": "tally.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://tally.example.com",
+}
+
+
+def manage(*args, **env):
+    """Run manage.py in a fresh process, so settings are read from this environment alone."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_the_deploy_checklist_is_clean_under_production_settings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = manage("check", **{**PRODUCTION, "SECRET_KEY": ""})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_misspelt_boolean_stops_the_process():
+    result = manage("check", DEBUG="ture")
+    assert result.returncode != 0
+    assert "DEBUG='ture' is not a boolean" in result.stderr
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False), ("", False)])
+def test_booleans_read_every_usual_spelling(monkeypatch, raw, expected):
+    monkeypatch.setenv("TALLY_TEST_FLAG", raw)
+    assert env_bool("TALLY_TEST_FLAG") is expected
+
+
+def test_unset_variables_take_their_defaults(monkeypatch):
+    monkeypatch.delenv("TALLY_TEST_X", raising=False)
+    assert env_bool("TALLY_TEST_X", True) is True
+    assert env_int("TALLY_TEST_X", 7) == 7
+    assert env_list("TALLY_TEST_X", ["a"]) == ["a"]
+
+
+def test_integers_and_lists_are_parsed_or_refused(monkeypatch):
+    monkeypatch.setenv("TALLY_TEST_N", "12")
+    monkeypatch.setenv("TALLY_TEST_L", " a.example.com, b.example.com ,")
+    assert env_int("TALLY_TEST_N", 0) == 12
+    assert env_list("TALLY_TEST_L", []) == ["a.example.com", "b.example.com"]
+    monkeypatch.setenv("TALLY_TEST_N", "twelve")
+    with pytest.raises(ImproperlyConfigured, match="not an integer"):
+        env_int("TALLY_TEST_N", 0)
+
+
+def test_a_bad_database_url_is_refused():
+    result = manage("check", DATABASE_URL="not a url")
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr
