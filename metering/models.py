@@ -309,3 +309,21 @@ class ResourceUsage(models.Model):
     @property
     def seconds(self) -> float:
         return (self.end - self.start).total_seconds()
+
+
+class DirtyDay(models.Model):
+    """An org-local day whose rollups are stale: written by ingestion, cleared by the rollup task.
+
+    Kept in the database rather than Redis so a restart never loses one.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    marked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["org", "day"]
+        constraints = [models.UniqueConstraint(fields=["org", "day"], name="dirtyday_unique")]
+
+    def __str__(self):
+        return f"{self.org_id}:{self.day}"

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "django_htmx",
+    "ninja",
     "template_partials",
     "accounts",
     "metering",
@@ -140,6 +141,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
@@ -153,6 +160,12 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # 10 decimal places keep one token of the cheapest listed model exact.
 MONEY_MAX_DIGITS = 22
 MONEY_DECIMAL_PLACES = 10
+
+# The APIs. Ingest bodies are capped at 5 MB (DESIGN §5); Django must let
+# that much through for the API to answer 413 itself above it.
+API_MAX_BODY_BYTES = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1024
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600)
 
 # Production hardening; all on when DEBUG is off (see `manage.py check --deploy`).
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)

@@ -1,0 +1,348 @@
+"""Writes of usage data. Ingestion is shared by the HTTP API and `import_usage`.
+
+A batch is validated item by item, then written in one transaction with a
+fixed number of queries whatever its size: every dimension (users, teams,
+projects, ...) is found or created in bulk, each table gets one bulk insert.
+Duplicates are found by the database's unique keys, so they hold across
+processes and restarts.
+"""
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.contrib.auth.hashers import make_password
+from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Lower
+
+from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
+from metering.models import (
+    ActivityEvent,
+    ActivityEventTag,
+    Agent,
+    CostSource,
+    DirtyDay,
+    LLMModel,
+    Project,
+    Repository,
+    ResourceUsage,
+    Session,
+    UsageRecord,
+    UsageRecordTag,
+)
+from metering.pricing import PriceBook, Tokens, cost_of, quantize_money
+from metering.schemas import ID_FIELDS, KIND_NAMES, IngestResult, Item, Rejection, parse_item
+
+logger = logging.getLogger(__name__)
+
+# A concurrent writer can insert one of our ids between our duplicate check
+# and our insert; the unique key then refuses the batch and we try again,
+# seeing its row this time.
+CONFLICT_RETRIES = 3
+
+
+@dataclass
+class Batch:
+    """The valid, not-yet-seen items of one request, by kind, with their original indices."""
+
+    usage: list[tuple[int, Item]] = field(default_factory=list)
+    activity: list[tuple[int, Item]] = field(default_factory=list)
+    resources: list[tuple[int, Item]] = field(default_factory=list)
+
+    def items(self) -> Iterable[Item]:
+        for kind in ("usage", "activity", "resources"):
+            for _, item in getattr(self, kind):
+                yield item
+
+
+def ingest_batch(
+    *, org: Organization, api_key: ApiKey | None = None,
+    usage: Sequence = (), activity: Sequence = (), resources: Sequence = (),
+) -> IngestResult:
+    result = IngestResult()
+    batch = Batch()
+    for kind, raws in (("usage", usage), ("activity", activity), ("resources", resources)):
+        for index, raw in enumerate(raws):
+            item, errors = parse_item(kind, raw)
+            if item is None:
+                item_id = raw.get(ID_FIELDS[kind]) if isinstance(raw, dict) else None
+                result.rejected.append(Rejection(
+                    kind=KIND_NAMES[kind], index=index, id=item_id if isinstance(item_id, str) else None, errors=errors,
+                ))
+            else:
+                getattr(batch, kind).append((index, item))
+    if not any(batch.items()):
+        return result
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            with transaction.atomic():
+                accepted, duplicates = _write(org, api_key, batch)
+            break
+        except IntegrityError:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            logger.info("ingest: a concurrent writer took one of our ids; retrying the batch")
+    result.accepted, result.duplicates = accepted, duplicates
+    return result
+
+
+def _write(org: Organization, api_key: ApiKey | None, batch: Batch) -> tuple[int, int]:
+    fresh, duplicates = _drop_duplicates(org, batch)
+    if not any(fresh.items()):
+        return 0, duplicates
+    dims = Dimensions(org, fresh)
+    usage = _build_usage(org, api_key, fresh.usage, dims)
+    activity = _build_activity(org, api_key, fresh.activity, dims)
+    resources = _build_resources(org, api_key, fresh.resources, dims)
+    UsageRecord.objects.bulk_create(usage)
+    ActivityEvent.objects.bulk_create(activity)
+    ResourceUsage.objects.bulk_create(resources)
+    UsageRecordTag.objects.bulk_create(
+        UsageRecordTag(record=record, tag_id=dims.tags[name])
+        for record, (_, item) in zip(usage, fresh.usage) for name in set(item.tags)
+    )
+    ActivityEventTag.objects.bulk_create(
+        ActivityEventTag(event=event, tag_id=dims.tags[name])
+        for event, (_, item) in zip(activity, fresh.activity) for name in set(item.tags)
+    )
+    mark_days_dirty(org, _days_touched(org, fresh))
+    return len(usage) + len(activity) + len(resources), duplicates
+
+
+def _drop_duplicates(org: Organization, batch: Batch) -> tuple[Batch, int]:
+    """The items not stored before and not repeated earlier in this batch."""
+    fresh, duplicates = Batch(), 0
+    for kind, table in (("usage", UsageRecord), ("activity", ActivityEvent), ("resources", ResourceUsage)):
+        id_field = ID_FIELDS[kind]
+        items = getattr(batch, kind)
+        if not items:
+            continue
+        ids = {getattr(item, id_field) for _, item in items}
+        seen = set(table.objects.filter(org=org, **{f"{id_field}__in": ids}).values_list(id_field, flat=True))
+        for index, item in items:
+            item_id = getattr(item, id_field)
+            if item_id in seen:
+                duplicates += 1
+            else:
+                seen.add(item_id)
+                getattr(fresh, kind).append((index, item))
+    return fresh, duplicates
+
+
+class Dimensions:
+    """Ids of every user, team, project, ... the batch names, found or created in bulk."""
+
+    def __init__(self, org: Organization, batch: Batch):
+        self.org = org
+        items = list(batch.items())
+
+        def names(attr):
+            return {getattr(item, attr) for item in items if getattr(item, attr, None)}
+
+        self.users, self.user_teams = self._users({item.user for item in items if item.user})
+        self.teams = self._named(Team, names("team"))
+        self.projects = self._named(Project, names("project"))
+        repo_project = {item.repository: item.project for item in items if getattr(item, "repository", None)}
+        self.repositories = self._named(
+            Repository, set(repo_project),
+            lambda name: Repository(org=org, name=name, project_id=self.projects.get(repo_project[name])),
+        )
+        self.agents = self._named(Agent, names("agent"))
+        self.tags = self._named(Tag, {tag for item in items for tag in item.tags})
+        self.models = self._models({item.model: item.provider for _, item in batch.usage})
+        self.sessions = self._sessions(items)
+
+    def _named(self, table, wanted: set[str], build=None) -> dict[str, int]:
+        if not wanted:
+            return {}
+        found = dict(table.objects.filter(org=self.org, name__in=wanted).values_list("name", "id"))
+        missing = wanted - found.keys()
+        if missing:
+            build = build or (lambda name: table(org=self.org, name=name))
+            table.objects.bulk_create([build(name) for name in sorted(missing)], ignore_conflicts=True)
+            found.update(table.objects.filter(org=self.org, name__in=missing).values_list("name", "id"))
+        return found
+
+    def _models(self, providers: dict[str, str | None]) -> dict[str, int]:
+        if not providers:
+            return {}
+        found = dict(LLMModel.objects.filter(name__in=providers).values_list("name", "id"))
+        missing = providers.keys() - found.keys()
+        if missing:
+            LLMModel.objects.bulk_create(
+                [LLMModel(name=name, provider=providers[name] or "") for name in sorted(missing)], ignore_conflicts=True
+            )
+            found.update(LLMModel.objects.filter(name__in=missing).values_list("name", "id"))
+        return found
+
+    def _users(self, values: set[str]) -> tuple[dict[str, int], dict[int, int]]:
+        """Users by the value items name them with (an email, or an external id without '@').
+
+        Unknown users become members of the org with no usable password: they
+        appear in the data and can log in only once an admin invites them.
+        """
+        emails = {v.lower() for v in values if "@" in v}
+        external_ids = {v for v in values if "@" not in v}
+        by_email = self._users_by_email(emails)
+        missing = emails - by_email.keys()
+        if missing:
+            User.objects.bulk_create(
+                [User(email=email, password=make_password(None)) for email in sorted(missing)], ignore_conflicts=True
+            )
+            by_email.update(self._users_by_email(missing))
+        memberships = Membership.objects.filter(org=self.org)
+        members = set(memberships.filter(user_id__in=by_email.values()).values_list("user_id", flat=True))
+        Membership.objects.bulk_create(
+            [Membership(org=self.org, user_id=uid, role=Role.MEMBER) for uid in set(by_email.values()) - members],
+            ignore_conflicts=True,
+        )
+        by_external = dict(memberships.filter(external_id__in=external_ids).values_list("external_id", "user_id"))
+        missing = sorted(external_ids - by_external.keys())
+        if missing:
+            new_users = User.objects.bulk_create(
+                [User(email=None, name=ext, password=make_password(None)) for ext in missing]
+            )
+            Membership.objects.bulk_create(
+                [Membership(org=self.org, user=user, role=Role.MEMBER, external_id=user.name) for user in new_users],
+                ignore_conflicts=True,
+            )
+            by_external.update(memberships.filter(external_id__in=missing).values_list("external_id", "user_id"))
+        ids = {value: by_email[value.lower()] if "@" in value else by_external[value] for value in values}
+        # A record's team defaults to its user's team: the first of their teams.
+        team_of: dict[int, int] = {}
+        for user_id, team_id in (
+            Membership.teams.through.objects.filter(membership__org=self.org, membership__user_id__in=ids.values())
+            .order_by("team_id").values_list("membership__user_id", "team_id")
+        ):
+            team_of.setdefault(user_id, team_id)
+        return ids, team_of
+
+    @staticmethod
+    def _users_by_email(emails: set[str]) -> dict[str, int]:
+        if not emails:
+            return {}
+        return dict(User.objects.annotate(email_ci=Lower("email")).filter(email_ci__in=emails).values_list("email_ci", "id"))
+
+    def _sessions(self, items: list[Item]) -> dict[str, int]:
+        """Upsert the batch's sessions, widening first_seen/last_seen to cover its items."""
+        spans: dict[str, list] = {}
+        for item in items:
+            sid = getattr(item, "session_id", None)
+            if not sid:
+                continue
+            span = spans.get(sid)
+            if span is None:
+                spans[sid] = [item.timestamp, item.timestamp, self.users[item.user],
+                              self.agents.get(item.agent), self.projects.get(item.project)]
+            else:
+                span[0], span[1] = min(span[0], item.timestamp), max(span[1], item.timestamp)
+        if not spans:
+            return {}
+        ops = connection.ops
+        least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
+        table = Session._meta.db_table
+        rows, params = [], []
+        for sid, (first, last, user_id, agent_id, project_id) in spans.items():
+            rows.append("(%s, %s, %s, %s, %s, %s, %s)")
+            params += [self.org.pk, sid, user_id, agent_id, project_id,
+                       ops.adapt_datetimefield_value(first), ops.adapt_datetimefield_value(last)]
+        # Django's upsert can only overwrite; widening needs LEAST/GREATEST against the stored row.
+        sql = (
+            f"INSERT INTO {table} (org_id, session_id, user_id, agent_id, project_id, first_seen, last_seen) "
+            f"VALUES {', '.join(rows)} ON CONFLICT (org_id, session_id) DO UPDATE SET "
+            f"first_seen = {least}({table}.first_seen, excluded.first_seen), "
+            f"last_seen = {greatest}({table}.last_seen, excluded.last_seen), "
+            f"agent_id = COALESCE({table}.agent_id, excluded.agent_id), "
+            f"project_id = COALESCE({table}.project_id, excluded.project_id) "
+            f"RETURNING session_id, id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return dict(cursor.fetchall())
+
+    def attribution(self, item: Item, api_key: ApiKey | None) -> dict:
+        user_id = self.users[item.user] if item.user else (api_key.owner_id if api_key else None)
+        team_id = self.teams.get(item.team) if item.team else None
+        project_id = self.projects.get(item.project) if item.project else None
+        if api_key is not None:
+            team_id = team_id or api_key.default_team_id
+            project_id = project_id or api_key.default_project_id
+        return {
+            "org": self.org, "user_id": user_id,
+            "team_id": team_id or self.user_teams.get(user_id),
+            "project_id": project_id,
+            "agent_id": self.agents.get(getattr(item, "agent", None)),
+        }
+
+
+def _build_usage(org, api_key, items, dims: Dimensions) -> list[UsageRecord]:
+    book = PriceBook.load() if items else None
+    records = []
+    for _, item in items:
+        model_id = dims.models[item.model]
+        if item.cost is not None:
+            cost, source, price = quantize_money(item.cost), CostSource.CLIENT, None
+        else:
+            price = book.price_at(model_id, item.timestamp)
+            tokens = Tokens(item.input_tokens, item.cached_input_tokens, item.cache_write_tokens, item.output_tokens)
+            cost, source = (cost_of(tokens, price), CostSource.PRICED) if price else (0, CostSource.UNPRICED)
+        records.append(UsageRecord(
+            **dims.attribution(item, api_key),
+            request_id=item.request_id, timestamp=item.timestamp, model_id=model_id,
+            provider=item.provider or "", service_type=item.service_type, status=item.status,
+            api_key=api_key, repository_id=dims.repositories.get(item.repository),
+            session_id=dims.sessions.get(item.session_id),
+            input_tokens=item.input_tokens, cached_input_tokens=item.cached_input_tokens,
+            cache_write_tokens=item.cache_write_tokens, output_tokens=item.output_tokens,
+            reasoning_tokens=item.reasoning_tokens, cost=cost, cost_source=source, price=price,
+            duration_ms=item.duration_ms, conversation_id=item.conversation_id or "", metadata=item.metadata,
+        ))
+    return records
+
+
+def _build_activity(org, api_key, items, dims: Dimensions) -> list[ActivityEvent]:
+    return [
+        ActivityEvent(
+            **dims.attribution(item, api_key),
+            event_id=item.event_id, timestamp=item.timestamp, kind=item.kind,
+            repository_id=dims.repositories.get(item.repository), session_id=dims.sessions.get(item.session_id),
+            lines_added=item.lines_added, lines_removed=item.lines_removed, quantity=item.quantity,
+            metadata=item.metadata,
+        )
+        for _, item in items
+    ]
+
+
+def _build_resources(org, api_key, items, dims: Dimensions) -> list[ResourceUsage]:
+    return [
+        ResourceUsage(
+            **dims.attribution(item, api_key),
+            resource_id=item.resource_id, start=item.start, end=item.end,
+            cpu_cores=item.cpu_cores, ram_gb=item.ram_gb, storage_gb=item.storage_gb,
+        )
+        for _, item in items
+    ]
+
+
+def local_day(org: Organization, moment: datetime) -> date:
+    return moment.astimezone(org.tzinfo).date()
+
+
+def _days_touched(org: Organization, batch: Batch) -> set[date]:
+    days = {local_day(org, item.timestamp) for _, item in batch.usage + batch.activity}
+    for _, item in batch.resources:
+        day, last = local_day(org, item.start), local_day(org, item.end)
+        while day <= last:
+            days.add(day)
+            day += timedelta(days=1)
+    return days
+
+
+def mark_days_dirty(org: Organization, days: Iterable[date]) -> None:
+    """Mark (org, day) rollups stale. Re-marking a dirty day refreshes marked_at, so a
+    rollup that started before this write knows the day changed again under it."""
+    DirtyDay.objects.bulk_create(
+        [DirtyDay(org=org, day=day) for day in sorted(days)],
+        update_conflicts=True, unique_fields=["org", "day"], update_fields=["marked_at"],
+    )
