@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from metering.models import ActivityKind, ServiceType, Status
 
@@ -25,7 +25,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 ShortName = Annotated[str, Field(min_length=1, max_length=100)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
 TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
-Quantity = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=4, allow_inf_nan=False)]
+Quantity = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=4, allow_inf_nan=False)]  # as the columns
 
 
 class Item(BaseModel):
@@ -36,6 +36,14 @@ class Item(BaseModel):
     team: ShortName | None = None
     project: Name | None = None
     tags: Annotated[list[ShortName], Field(max_length=50)] = []
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def storable_text(cls, value):
+        # PostgreSQL text and jsonb hold neither U+0000 nor lone surrogates; refuse them here.
+        if _unstorable(value):
+            raise ValueError("Must be valid UTF-8 text without NUL (U+0000) characters.")
+        return value
 
     def problems(self) -> dict[str, list[str]]:
         """Checks across fields that pydantic's per-field rules cannot express.
@@ -50,6 +58,23 @@ class Item(BaseModel):
             except DjangoValidationError:
                 errors["user"] = ["Enter a valid email address, or an external id without '@'."]
         return errors
+
+
+def _unstorable(value) -> bool:
+    """True for text PostgreSQL cannot store: NUL characters, or lone surrogates (not UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
 
 
 def check_time(errors: dict, field: str, value: datetime) -> None:

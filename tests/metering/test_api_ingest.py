@@ -394,3 +394,25 @@ def test_a_lost_database_is_503_with_retry_after_and_stores_nothing(client, inge
     connection.close()  # as Django does at the end of a real request
     assert not UsageRecord.objects.exists()
     assert post(client, ingest_key, {"usage": [usage(1)]}).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["request_id", "user", "model", "project", "session_id"])
+def test_nul_characters_are_rejected_not_a_server_error(client, ingest_key, field):
+    response = post(client, ingest_key, {"usage": [usage(1, **{field: "a\u0000b"})]})
+    assert response.status_code == 207
+    assert field in response.json()["rejected"][0]["errors"]
+
+
+def test_text_postgresql_cannot_store_is_rejected_inside_metadata_too(client, ingest_key):
+    body = '{"usage": [%s, %s]}' % (json.dumps(usage(1, metadata={"note": "a\u0000b"})),
+                                   json.dumps(usage(2))[:-1] + ', "project": "\\ud800"}')
+    response = post(client, ingest_key, body)
+    assert response.status_code == 207
+    assert [list(r["errors"]) for r in response.json()["rejected"]] == [["metadata"], ["project"]]
+
+
+def test_resource_quantities_beyond_their_columns_are_rejected(client, ingest_key):
+    item = {"resource_id": "w-1", "start": "2026-11-20T08:00:00Z", "end": "2026-11-20T09:00:00Z",
+            "cpu_cores": "123456789.5", "ram_gb": "0.00001"}
+    errors = post(client, ingest_key, {"resources": [item]}).json()["rejected"][0]["errors"]
+    assert set(errors) == {"cpu_cores", "ram_gb"}
