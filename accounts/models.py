@@ -196,7 +196,10 @@ class ApiKey(models.Model):
         verbose_name = "API key"
         ordering = ["org", "name"]
         constraints = [
-            models.CheckConstraint(condition=Q(scope_ingest=True) | Q(scope_read=True), name="apikey_has_a_scope"),
+            models.CheckConstraint(
+                condition=Q(scope_ingest=True) | Q(scope_read=True), name="apikey_has_a_scope",
+                violation_error_message="Give the key at least one scope: ingest, read or both.",
+            ),
             models.CheckConstraint(condition=Q(secret_hash__regex=r"^[0-9a-f]{64}$"), name="apikey_secret_is_hashed"),
         ]
 

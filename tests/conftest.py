@@ -15,6 +15,14 @@ def make_user(email: str, org: Organization | None = None, role: str = Role.MEMB
     return user
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request, settings):
+    """PBKDF2 costs ~0.3 s a user; tests do not need it. Browser tests log in through a
+    separate server process with the real settings, so they keep the real hasher."""
+    if request.node.get_closest_marker("browser") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def org(db):
     return Organization.objects.create(name="Acme", slug="acme", timezone="Europe/Berlin")
