@@ -1,10 +1,15 @@
-"""Writes and workflows of accounts: API keys."""
+"""Writes and workflows of accounts: orgs, people and API keys."""
 
+from collections.abc import Sequence
 from datetime import timedelta
 
+from django.contrib.auth import password_validation
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import ApiKey, Organization, User
+from accounts.models import ApiKey, Membership, Organization, Role, Team, User
 
 # last_used_at is for humans ("is this key still used?"); refreshing it at most
 # once a minute saves a write on every request of a busy key.
@@ -40,3 +45,72 @@ def api_key_authenticate(*, presented: str) -> ApiKey | None:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def org_create_or_update(*, slug: str, name: str, timezone: str, currency: str | None = None) -> tuple[Organization, list[str]]:
+    """The org with this slug, created or brought up to date; and what changed ("created" when new).
+
+    Raises ValidationError (naming the bad value) and stores nothing when a field is invalid.
+    """
+    org = Organization.objects.filter(slug=slug).first()
+    wanted = {"name": name, "timezone": timezone, **({"currency": currency} if currency is not None else {})}
+    if org is None:
+        org = Organization(slug=slug, **wanted)
+        org.full_clean()
+        org.save()
+        return org, ["created"]
+    changed = [field for field, value in wanted.items() if getattr(org, field) != value]
+    for field in changed:
+        setattr(org, field, wanted[field])
+    if changed:
+        org.full_clean()
+        org.save(update_fields=changed)
+    return org, changed
+
+
+def user_create_or_update(
+    *, org: Organization, email: str, role: str, teams: Sequence[str] = (), password: str | None = None,
+) -> tuple[Membership, bool]:
+    """Make `email` a member of `org` with exactly this role and these teams; (membership, user was created).
+
+    Teams named are created if missing. The password is set only when given (and must
+    pass the password validators), so a new user without one cannot log in. An admin gets `is_staff` so they can open the
+    Django admin, which shows them only the orgs they are an admin of; a later
+    demotion leaves `is_staff` alone, as it then opens nothing (they may be an
+    admin elsewhere).
+    """
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError(f"{email!r} is not a valid email address.") from None
+    if role not in Role.values:
+        raise ValidationError(f"{role!r} is not a role; use one of {', '.join(Role.values)}.")
+    if password is not None:
+        password_validation.validate_password(password, User(email=email))
+    with transaction.atomic():
+        user = User.objects.filter(email__iexact=email).first()
+        user_created = user is None
+        if user_created:
+            user = User.objects.create_user(email, password, is_staff=role == Role.ADMIN)
+        else:
+            fields = []
+            if password is not None:
+                user.set_password(password)
+                fields.append("password")
+            if role == Role.ADMIN and not user.is_staff:
+                user.is_staff = True
+                fields.append("is_staff")
+            if fields:
+                user.save(update_fields=fields)
+        membership, _ = Membership.objects.update_or_create(user=user, org=org, defaults={"role": role})
+        team_rows = []
+        for team_name in dict.fromkeys(t.strip() for t in teams):
+            team = Team.objects.filter(org=org, name=team_name).first()
+            if team is None:
+                team = Team(org=org, name=team_name)
+                team.full_clean()
+                team.save()
+            team_rows.append(team)
+        membership.teams.set(team_rows)
+    return membership, user_created

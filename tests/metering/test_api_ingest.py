@@ -40,7 +40,9 @@ def ingest_key(org):
 
 @pytest.fixture
 def sonnet(db):
-    model = LLMModel.objects.create(name="claude-sonnet-4-5", provider="anthropic")
+    # The default price list has this model; replace its prices with the test's own.
+    model = LLMModel.objects.get_or_create(name="claude-sonnet-4-5", defaults={"provider": "anthropic"})[0]
+    model.prices.all().delete()
     ModelPrice.objects.create(model=model, effective_from=date(2026, 1, 1), input=Decimal(3),
                               cached_input=Decimal("0.3"), cache_write=Decimal("3.75"), output=Decimal(15))
     return model

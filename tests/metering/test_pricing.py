@@ -9,7 +9,7 @@ from metering.pricing import PriceBook, Tokens, cost_of
 
 @pytest.fixture
 def sonnet(db):
-    model = LLMModel.objects.create(name="claude-sonnet-4-5", provider="anthropic")
+    model = LLMModel.objects.create(name="test-sonnet", provider="anthropic")
     ModelPrice.objects.create(model=model, effective_from=date(2026, 1, 1), input=Decimal(3),
                               cached_input=Decimal("0.3"), cache_write=Decimal("3.75"), output=Decimal(15))
     ModelPrice.objects.create(model=model, effective_from=date(2026, 6, 1), input=Decimal(2),
@@ -36,7 +36,7 @@ def test_cached_reads_and_cache_writes_are_billed_at_their_own_rates(sonnet):
 
 
 def test_one_token_of_a_cheap_model_is_not_rounded_away(db):
-    model = LLMModel.objects.create(name="text-embedding-3-small")
+    model = LLMModel.objects.create(name="test-embedding")
     price = ModelPrice.objects.create(model=model, effective_from=date(2026, 1, 1), input=Decimal("0.02"))
     assert cost_of(Tokens(input=1), price) == Decimal("0.00000002")
 

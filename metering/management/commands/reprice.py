@@ -1,0 +1,42 @@
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from tqdm import tqdm
+
+from accounts.models import Organization
+from metering.management.commands.import_usage import StreamForTqdm
+from metering.management.commands.set_price import iso_date
+from metering.pricing import records_reprice
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-price an org's usage records of a period at the prices in force at each record's time, "
+        "and mark their days for re-rollup. Costs sent by clients are never changed."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("org", help="org slug")
+        parser.add_argument("--from", dest="start", required=True, type=iso_date,
+                            help="first day, YYYY-MM-DD in the org's time zone")
+        parser.add_argument("--to", dest="end", type=iso_date,
+                            help="last day, inclusive, in the org's time zone (default today)")
+
+    def handle(self, *args, org, start, end, verbosity, **options):
+        org_row = Organization.objects.filter(slug=org).first()
+        if org_row is None:
+            raise CommandError(f"No org with slug {org!r}.")
+        end = end or timezone.now().astimezone(org_row.tzinfo).date()
+        if end < start:
+            raise CommandError(f"--to {end} is before --from {start}.")
+        with tqdm(unit=" records", desc="reprice", file=StreamForTqdm(self.stderr),
+                  disable=verbosity == 0, leave=False) as bar:
+            result = records_reprice(org=org_row, start=start, end=end, progress=bar)
+        period = f"{org_row.slug} from {start} to {end} ({org_row.timezone})"
+        self.stdout.write(self.style.SUCCESS(
+            f"Re-priced {period}: {result.changed:,} of {result.examined:,} records changed "
+            f"(client-sent costs are left alone); {len(result.days)} days marked for re-rollup."
+        ))
+        self.stdout.write(
+            f"Total cost of those {result.examined:,} records: {result.cost_before.normalize():f} → "
+            f"{result.cost_after.normalize():f}."
+        )
