@@ -418,3 +418,31 @@ def test_resource_quantities_beyond_their_columns_are_rejected(client, ingest_ke
             "cpu_cores": "123456789.5", "ram_gb": "0.00001"}
     errors = post(client, ingest_key, {"resources": [item]}).json()["rejected"][0]["errors"]
     assert set(errors) == {"cpu_cores", "ram_gb"}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs concurrent writers on one database")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_resends_of_one_batch_store_each_item_once(org, sonnet):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connections
+    from django.test import Client
+
+    secret = api_key_create(org=org, name="racer", scopes={"ingest"})[1]
+    body = {"usage": [usage(i, session_id=f"s-{i % 3}", tags=["race"]) for i in range(50)]}
+    start = Barrier(4)
+
+    def send(_):
+        start.wait()
+        try:
+            return post(Client(), secret, body).json()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(send, range(4)))
+    assert sum(r["accepted"] for r in results) == 50
+    assert sum(r["duplicates"] for r in results) == 150
+    assert UsageRecord.objects.count() == 50
+    assert UsageRecord.objects.filter(tags__name="race").count() == 50
