@@ -120,6 +120,10 @@ class IngestedAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
 
     read_only = True
     show_full_result_count = False  # these tables reach tens of millions of rows
+
+    @admin.display(description="tags")
+    def tag_names(self, obj):
+        return ", ".join(obj.tags.values_list("name", flat=True))
     paginator = CappedCountPaginator
     list_filter = [("org", OrgRelatedFilter)]
     search_help_text = "An exact id, or the start of a user's email."
@@ -138,10 +142,6 @@ class UsageRecordAdmin(IngestedAdmin):
     search_fields = ["request_id__exact", "user__email__istartswith"]
     readonly_fields = ["tag_names"]
 
-    @admin.display(description="tags")
-    def tag_names(self, obj):
-        return ", ".join(obj.tags.values_list("name", flat=True))
-
 
 @admin.register(ActivityEvent)
 class ActivityEventAdmin(IngestedAdmin):
@@ -153,10 +153,6 @@ class ActivityEventAdmin(IngestedAdmin):
     list_select_related = ["org", "user", "agent", "project"]
     search_fields = ["event_id__exact", "user__email__istartswith"]
     readonly_fields = ["tag_names"]
-
-    @admin.display(description="tags")
-    def tag_names(self, obj):
-        return ", ".join(obj.tags.values_list("name", flat=True))
 
 
 @admin.register(ResourceUsage)

@@ -1,8 +1,5 @@
 """The JSON API, version 1: ingestion (DESIGN §5). Schema at /api/v1/openapi.json."""
 
-import json
-from decimal import Decimal
-
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from ninja import NinjaAPI, Schema, Status
@@ -11,7 +8,7 @@ from ninja.security import HttpBearer
 
 from accounts.services import api_key_authenticate
 from metering.ratelimit import seconds_until_allowed
-from metering.schemas import MAX_ITEMS, IngestBody, IngestResult
+from metering.schemas import MAX_ITEMS, IngestBody, IngestResult, loads_exact
 from metering.services import ingest_batch
 
 DB_RETRY_AFTER_SECONDS = 5
@@ -82,10 +79,6 @@ def on_database_unavailable(request, exc: DatabaseError):
     )
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def read_ingest_body(request) -> dict[str, list]:
     """The body's item lists, or ApiError 400/413 with a message saying what is wrong."""
     declared = request.META.get("CONTENT_LENGTH")
@@ -95,8 +88,7 @@ def read_ingest_body(request) -> dict[str, list]:
     if len(body) > settings.API_MAX_BODY_BYTES:
         raise ApiError(413, "The body is larger than 5 MB; send fewer items per request.")
     try:
-        # Decimal, not float: a client-sent cost must arrive to the last digit.
-        data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        data = loads_exact(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

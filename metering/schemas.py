@@ -5,6 +5,7 @@ Each item is checked on its own so one bad item never sinks its batch:
 The same models describe the request body in the OpenAPI schema.
 """
 
+import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -58,6 +59,15 @@ class Item(BaseModel):
             except DjangoValidationError:
                 errors["user"] = ["Enter a valid email address, or an external id without '@'."]
         return errors
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_exact(text):
+    """json.loads with numbers as Decimal, not float, so a cost arrives to its last digit; NaN refused."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
 def _unstorable(value) -> bool:

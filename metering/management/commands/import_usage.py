@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from accounts.models import Organization
-from metering.schemas import MAX_ITEMS, TOKEN_FIELDS, UsageItem
+from metering.schemas import MAX_ITEMS, TOKEN_FIELDS, UsageItem, loads_exact
 from metering.services import ingest_batch
 
 MAX_LISTED = 50
@@ -62,10 +62,6 @@ class StreamForTqdm:
         self.out.flush()
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def jsonl_items(lines):
     """(line number, item or None, reason it is unreadable or None) per non-blank line."""
     for number, raw in lines:
@@ -77,8 +73,7 @@ def jsonl_items(lines):
         if not text.strip():
             continue
         try:
-            # Decimal, not float, as in the API: a cost sent must arrive to the last digit.
-            yield number, json.loads(text, parse_float=Decimal, parse_constant=_reject_constant), None
+            yield number, loads_exact(text), None
         except json.JSONDecodeError as exc:
             yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
         except ValueError as exc:
@@ -138,7 +133,7 @@ def item_from_cells(cells: dict[str, str]) -> dict:
             item[name] = [tag.strip() for tag in re.split(r"[;|]", value) if tag.strip()]
         elif name in JSON_FIELDS:
             with contextlib.suppress(ValueError):
-                value = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
+                value = loads_exact(value)
             item[name] = value
         else:
             item[name] = value
