@@ -28,11 +28,11 @@ from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import DateTimeField, DecimalField, JSONField
 from django.utils import timezone
 from tqdm import tqdm
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
+from metering.bulk import insert_rows, reserve_ids
 from metering.models import (
     ActivityEvent,
     ActivityEventTag,
@@ -418,96 +418,25 @@ class _Writer:
     def write(self, model, rows: list[tuple[dict, tuple[int, ...]]], through=None, through_fk: str = "") -> None:
         if not rows:
             return
-        for (values, _), pk in zip(rows, self.ids(model, len(rows))):
+        for (values, _), pk in zip(rows, reserve_ids(model, len(rows)), strict=True):
             values["id"] = pk
         self.insert(model, [values for values, _ in rows])
         links = [{through_fk: values["id"], "tag_id": tag} for values, tags in rows for tag in tags]
         if links:
-            for values, pk in zip(links, self.ids(through, len(links))):
+            for values, pk in zip(links, reserve_ids(through, len(links)), strict=True):
                 values["id"] = pk
             self.insert(through, links)
 
     def insert(self, model, rows: list[dict]) -> None:
         """Every concrete column of each row: its planned value, else the field's default, as the database takes it."""
-        columns = []
-        for f in model._meta.concrete_fields:
-            convert = self.converter(f)
-            stamped = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-            default = self.now if stamped else f.get_default()
-            columns.append((f.attname, convert, convert(default) if convert and default is not None else default))
-        values = (
-            [(convert(row[name]) if convert else row[name]) if name in row else default
-             for name, convert, default in columns]
-            for row in rows
-        )
-        self.insert_values(model, [f.column for f in model._meta.concrete_fields], values)
-
-    def converter(self, f) -> Callable | None:
-        raise NotImplementedError
-
-    def ids(self, model, count: int) -> list[int]:
-        raise NotImplementedError
-
-    def insert_values(self, model, columns: list[str], values) -> None:
-        raise NotImplementedError
-
-
-def _prepared(f) -> Callable:
-    return lambda value: f.get_db_prep_save(value, connection)
-
-
-class _PostgresWriter(_Writer):
-    """COPY, with ids from the table's sequence (nextval is safe beside concurrent writers)."""
-
-    def converter(self, f) -> Callable | None:
-        # psycopg adapts ints, str, aware datetimes and Decimal itself; JSON needs Django's wrapper.
-        return _prepared(f) if isinstance(f, JSONField) else None
-
-    def ids(self, model, count: int) -> list[int]:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-                [model._meta.db_table, model._meta.pk.column, count],
-            )
-            return [pk for (pk,) in cursor.fetchall()]
-
-    def insert_values(self, model, columns: list[str], values) -> None:
-        quote = connection.ops.quote_name
-        sql = f"COPY {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) FROM STDIN"
-        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-            for row in values:
-                copy.write_row(row)
-
-
-class _SqliteWriter(_Writer):
-    """executemany, with ids after the table's highest.
-
-    That is safe because SQLite has one writer at a time: by now this
-    transaction has written (the org) and holds the write lock until commit.
-    """
-
-    def converter(self, f) -> Callable | None:
-        return _prepared(f) if isinstance(f, (DateTimeField, DecimalField, JSONField)) else None
-
-    def ids(self, model, count: int) -> list[int]:
-        table, quote = model._meta.db_table, connection.ops.quote_name
-        with connection.cursor() as cursor:
-            # AUTOINCREMENT never reuses an id, even a deleted one's: start after both.
-            cursor.execute(
-                f"SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = %s), 0), "
-                f"COALESCE((SELECT MAX({quote(model._meta.pk.column)}) FROM {quote(table)}), 0))",
-                [table],
-            )
-            last = cursor.fetchone()[0]
-        return list(range(last + 1, last + 1 + count))
-
-    def insert_values(self, model, columns: list[str], values) -> None:
-        quote = connection.ops.quote_name
-        sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) "
-               f"VALUES ({', '.join(['%s'] * len(columns))})")
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, list(values))
-
+        fields = model._meta.concrete_fields
+        defaults = [
+            self.now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) else f.get_default()
+            for f in fields
+        ]
+        insert_rows(model, fields, (
+            [row.get(f.attname, default) for f, default in zip(fields, defaults, strict=True)] for row in rows
+        ))
 
 class _Builder:
     def __init__(self, *, rng: random.Random, now: datetime, days: int, users: int):
@@ -541,7 +470,7 @@ class _Builder:
         self._plan_spike()
 
         # Tally runs on PostgreSQL or SQLite (DESIGN §2).
-        writer = {"postgresql": _PostgresWriter, "sqlite": _SqliteWriter}[connection.vendor](self.now)
+        writer = _Writer(self.now)
         for index in tqdm(range(self.days), desc="seed_demo", unit="day", disable=not progress,
                           file=sys.stderr, leave=False):
             writer.add(self._day(index))
