@@ -183,13 +183,12 @@ class ResourceItem(Item):
 
 ITEM_SCHEMAS = {"usage": UsageItem, "activity": ActivityItem, "resources": ResourceItem}
 ID_FIELDS = {"usage": "request_id", "activity": "event_id", "resources": "resource_id"}
-KIND_NAMES = {"usage": "usage", "activity": "activity", "resources": "resource"}
 
 
 def parse_item(kind: str, raw: Any) -> tuple[Item | None, dict[str, list[str]]]:
     """(item, {}) when valid, else (None, errors by field)."""
     if not isinstance(raw, dict):
-        return None, {"__all__": [f"Each {KIND_NAMES[kind]} item must be a JSON object."]}
+        return None, {"__all__": [f"Each item of '{kind}' must be a JSON object."]}
     try:
         item = ITEM_SCHEMAS[kind].model_validate(raw)
     except ValidationError as exc:
@@ -266,7 +265,9 @@ class IngestBody(BaseModel):
 
 
 class Rejection(BaseModel):
-    kind: Literal["usage", "activity", "resource"]
+    kind: Literal["usage", "activity", "resources"] = Field(
+        description="The list the item came from: body[kind][index] is the rejected item."
+    )
     index: int
     id: str | None
     errors: dict[str, list[str]]

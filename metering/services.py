@@ -33,7 +33,7 @@ from metering.models import (
     UsageRecordTag,
 )
 from metering.pricing import PriceBook, Tokens, cost_of, quantize_money
-from metering.schemas import ID_FIELDS, KIND_NAMES, IngestResult, Item, Rejection, parse_item
+from metering.schemas import ID_FIELDS, IngestResult, Item, Rejection, parse_item
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def ingest_batch(
             if item is None:
                 item_id = raw.get(ID_FIELDS[kind]) if isinstance(raw, dict) else None
                 result.rejected.append(Rejection(
-                    kind=KIND_NAMES[kind], index=index, id=item_id if isinstance(item_id, str) else None, errors=errors,
+                    kind=kind, index=index, id=item_id if isinstance(item_id, str) else None, errors=errors,
                 ))
             else:
                 getattr(batch, kind).append((index, item))

@@ -286,8 +286,8 @@ def test_bad_activity_and_resource_items_are_rejected_on_their_own(client, inges
     response = post(client, ingest_key, body)
     assert response.status_code == 207
     rejected = {(r["kind"], r["index"]): r["errors"] for r in response.json()["rejected"]}
-    assert set(rejected) == {("activity", 0), ("activity", 1), ("resource", 0)}
-    assert "kind" in rejected[("activity", 0)] and "end" in rejected[("resource", 0)]
+    assert set(rejected) == {("activity", 0), ("activity", 1), ("resources", 0)}
+    assert "kind" in rejected[("activity", 0)] and "end" in rejected[("resources", 0)]
     assert not ActivityEvent.objects.exists() and not ResourceUsage.objects.exists()
 
 
