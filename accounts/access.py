@@ -24,6 +24,8 @@ class Scope:
     role: str
     user_id: int | None = None
     team_ids: frozenset[int] = frozenset()
+    # A superuser with no membership in the org, administering it all the same.
+    via_superuser: bool = False
 
     @property
     def sees_whole_org(self) -> bool:
@@ -67,7 +69,7 @@ def scope_for_user(user: User, org: Organization) -> Scope:
     if membership is not None:
         return scope_for_membership(membership)
     if user.is_superuser:
-        return Scope(org=org, role=Role.ADMIN, user_id=user.pk)
+        return Scope(org=org, role=Role.ADMIN, user_id=user.pk, via_superuser=True)
     raise Http404("No such organization")
 
 
@@ -86,6 +88,20 @@ def scope_for_api_key(api_key: ApiKey) -> Scope:
     if api_key.owner_id is None:
         return Scope(org=api_key.org, role=Role.ADMIN)
     return scope_for_user(api_key.owner, api_key.org)
+
+
+def scopes_for_user(user: User) -> list[Scope]:
+    """The user's scope in every org they can open: their memberships by org name, then (for a
+    superuser) every other org, as admin. Three queries however many orgs."""
+    memberships = Membership.objects.filter(user=user).select_related("org").prefetch_related("teams")
+    scopes = [
+        Scope(org=m.org, role=m.role, user_id=user.pk, team_ids=frozenset(t.pk for t in m.teams.all()))
+        for m in memberships.order_by("org__name")
+    ]
+    if user.is_superuser:
+        others = Organization.objects.exclude(memberships__user=user).order_by("name")
+        scopes += [Scope(org=org, role=Role.ADMIN, user_id=user.pk, via_superuser=True) for org in others]
+    return scopes
 
 
 def default_org_for(user: User) -> Organization | None:

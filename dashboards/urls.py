@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns: list = []
+from dashboards import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+]

@@ -1,0 +1,125 @@
+"""Signing in with an email and a password, and signing out."""
+
+import pytest
+from django.contrib.auth import get_user
+from django.test import Client
+
+from accounts.models import User
+from tests.conftest import PASSWORD, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def sign_in(client, email, password=PASSWORD, **extra):
+    return client.post("/login/", {"username": email, "password": password, **extra})
+
+
+def test_the_login_page_asks_for_an_email_and_a_password(client):
+    response = client.get("/login/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<label class="field__label" for="id_username">Email</label>' in html
+    assert 'type="email"' in html
+    assert '<label class="field__label" for="id_password">Password</label>' in html
+
+
+def test_it_signs_in_with_email_and_password(client, member):
+    response = sign_in(client, "member@acme.test")
+
+    assert response.status_code == 302
+    assert response.url == "/"
+    assert get_user(client) == member
+
+
+def test_the_email_is_not_case_sensitive(client, member):
+    sign_in(client, "  Member@ACME.test ")
+
+    assert get_user(client) == member
+
+
+@pytest.mark.parametrize("email, password", [("member@acme.test", "wrong-password"), ("nobody@acme.test", PASSWORD)])
+def test_a_bad_email_or_password_gets_one_clear_message(client, member, email, password):
+    response = sign_in(client, email, password)
+
+    assert response.status_code == 200
+    assert not get_user(client).is_authenticated
+    # The same words for both, so the form does not reveal which emails exist.
+    assert "That email and password don’t match an account." in response.content.decode()
+
+
+def test_an_inactive_user_cannot_sign_in(client, org):
+    make_user("gone@acme.test", org, is_active=False)
+
+    response = sign_in(client, "gone@acme.test")
+
+    assert not get_user(client).is_authenticated
+    assert "don’t match an account" in response.content.decode()
+
+
+def test_a_user_without_a_usable_password_cannot_sign_in(client, org):
+    User.objects.create_user("ingested@acme.test")  # seen in usage data, never invited
+
+    sign_in(client, "ingested@acme.test", "")
+
+    assert not get_user(client).is_authenticated
+
+
+def test_anonymous_visitors_of_home_are_sent_to_login_with_next(client):
+    response = client.get("/")
+
+    assert response.status_code == 302
+    assert response.url == "/login/?next=/"
+
+
+def test_next_is_kept_in_the_form_and_honoured(client, member):
+    page = client.get("/login/?next=/admin/")
+    assert 'name="next" value="/admin/"' in page.content.decode()
+
+    response = sign_in(client, "member@acme.test", next="/admin/")
+
+    assert response.url == "/admin/"
+
+
+def test_next_to_another_site_is_ignored(client, member):
+    response = sign_in(client, "member@acme.test", next="https://evil.test/steal")
+
+    assert response.url == "/"
+
+
+def test_a_signed_in_user_opening_login_goes_home(client, member):
+    client.force_login(member)
+
+    response = client.get("/login/")
+
+    assert response.status_code == 302
+    assert response.url == "/"
+
+
+def test_signing_out_by_post_signs_out_and_says_so(client, member):
+    client.force_login(member)
+
+    response = client.post("/logout/", follow=True)
+
+    assert response.redirect_chain == [("/login/", 302)]
+    assert not get_user(client).is_authenticated
+    assert "You have been signed out." in response.content.decode()
+
+
+def test_signing_out_by_get_is_refused(client, member):
+    client.force_login(member)
+
+    response = client.get("/logout/")
+
+    assert response.status_code == 405
+    assert get_user(client) == member
+
+
+def test_signing_out_needs_the_csrf_token(member):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(member)
+
+    response = client.post("/logout/")
+
+    assert response.status_code == 403
+    assert get_user(client) == member
