@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test install migrate browser-test clean
+.PHONY: run test lint install migrate browser-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,13 @@ endif
 
 # The suite, then the browser tests in their own process (Playwright's sync
 # API spoils the event loop for later asyncio tests, DESIGN §11).
-test: install
+test: lint
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory browser-test
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 browser-test: install
 	$(BIN)/python -m pytest -m browser tests/browser; status=$$?; \

@@ -146,7 +146,8 @@ def colour_swatch(colour: str):
     return format_html(
         '<span style="display:inline-block;width:.9em;height:.9em;border-radius:2px;'
         'vertical-align:middle;background:{}"></span> {}',
-        colour, colour,
+        colour,
+        colour,
     )
 
 
@@ -228,9 +229,7 @@ class UserAdmin(OrgScopedAdminMixin, DjangoUserAdmin):
         # Changing the email or password of someone who is also in another org
         # (or is a superuser) would reach beyond the orgs this admin runs.
         org_ids = admin_org_ids(request)
-        return org_ids is None or (
-            not user.is_superuser and not user.memberships.exclude(org_id__in=org_ids).exists()
-        )
+        return org_ids is None or (not user.is_superuser and not user.memberships.exclude(org_id__in=org_ids).exists())
 
     def has_change_permission(self, request, obj=None):
         return super().has_change_permission(request, obj) and (obj is None or self._runs_all_of(request, obj))
@@ -247,8 +246,10 @@ class OrganizationAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
     inlines = [MembershipInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            member_count=Count("memberships", distinct=True), team_count=Count("teams", distinct=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(member_count=Count("memberships", distinct=True), team_count=Count("teams", distinct=True))
         )
 
     @admin.display(description="members", ordering="member_count")
@@ -346,8 +347,18 @@ class ApiKeyAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
     form = ApiKeyForm
     add_fields = ["org", "name", "owner", "default_team", "default_project", "scope_ingest", "scope_read"]
     change_fields = [
-        "name", "org", "prefix", "owner", "default_team", "default_project", "scope_ingest", "scope_read",
-        "created_at", "created_by", "last_used_at", "revoked_at",
+        "name",
+        "org",
+        "prefix",
+        "owner",
+        "default_team",
+        "default_project",
+        "scope_ingest",
+        "scope_read",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
     ]  # never secret_hash
     list_display = ["name", "org", "prefix", "scope_list", "owner", "created_at", "last_used_at", "active"]
     list_filter = [("org", OrgRelatedFilter), "scope_ingest", "scope_read", RevokedFilter]

@@ -74,7 +74,9 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=60, unique=True)
     timezone = models.CharField(
-        max_length=64, default="UTC", validators=[validate_time_zone],
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
         help_text="IANA time zone; day boundaries and charts use it.",
     )
     currency = models.CharField(max_length=3, default="USD", validators=[RegexValidator(r"^[A-Z]{3}$")])
@@ -129,7 +131,8 @@ class Membership(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["user", "org"], name="membership_unique_user_org"),
             models.UniqueConstraint(
-                fields=["org", "external_id"], condition=~Q(external_id=""),
+                fields=["org", "external_id"],
+                condition=~Q(external_id=""),
                 name="membership_unique_external_id_per_org",
             ),
             models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
@@ -174,7 +177,11 @@ class ApiKey(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     owner = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys",
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="api_keys",
         help_text="A read key with an owner reads with that user's visibility; without one, the whole org.",
     )
     default_team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -197,7 +204,8 @@ class ApiKey(models.Model):
         ordering = ["org", "name"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(scope_ingest=True) | Q(scope_read=True), name="apikey_has_a_scope",
+                condition=Q(scope_ingest=True) | Q(scope_read=True),
+                name="apikey_has_a_scope",
                 violation_error_message="Give the key at least one scope: ingest, read or both.",
             ),
             models.CheckConstraint(condition=Q(secret_hash__regex=r"^[0-9a-f]{64}$"), name="apikey_secret_is_hashed"),

@@ -17,13 +17,25 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def api_key_create(
-    *, org: Organization, name: str, scopes: set[str], owner: User | None = None, created_by: User | None = None,
-    default_team=None, default_project=None,
+    *,
+    org: Organization,
+    name: str,
+    scopes: set[str],
+    owner: User | None = None,
+    created_by: User | None = None,
+    default_team=None,
+    default_project=None,
 ) -> tuple[ApiKey, str]:
     """A new key and its full secret, which is shown once and never stored."""
     key = ApiKey(
-        org=org, name=name, owner=owner, created_by=created_by, default_team=default_team,
-        default_project=default_project, scope_ingest="ingest" in scopes, scope_read="read" in scopes,
+        org=org,
+        name=name,
+        owner=owner,
+        created_by=created_by,
+        default_team=default_team,
+        default_project=default_project,
+        scope_ingest="ingest" in scopes,
+        scope_read="read" in scopes,
     )
     full_key = key.set_new_secret()
     key.full_clean(exclude=["prefix", "secret_hash"])
@@ -47,7 +59,9 @@ def api_key_authenticate(*, presented: str) -> ApiKey | None:
     return key
 
 
-def org_create_or_update(*, slug: str, name: str, timezone: str, currency: str | None = None) -> tuple[Organization, list[str]]:
+def org_create_or_update(
+    *, slug: str, name: str, timezone: str, currency: str | None = None
+) -> tuple[Organization, list[str]]:
     """The org with this slug, created or brought up to date; and what changed ("created" when new).
 
     Raises ValidationError (naming the bad value) and stores nothing when a field is invalid.
@@ -69,7 +83,12 @@ def org_create_or_update(*, slug: str, name: str, timezone: str, currency: str |
 
 
 def user_create_or_update(
-    *, org: Organization, email: str, role: str, teams: Sequence[str] = (), password: str | None = None,
+    *,
+    org: Organization,
+    email: str,
+    role: str,
+    teams: Sequence[str] = (),
+    password: str | None = None,
 ) -> tuple[Membership, bool]:
     """Make `email` a member of `org` with exactly this role and these teams; (membership, user was created).
 

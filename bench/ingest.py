@@ -75,25 +75,27 @@ def realistic_records(n: int, prefix: str, seed: int = 7) -> list[dict]:
         input_tokens = int(rng.lognormvariate(8, 1.2)) + 1
         cached = int(input_tokens * rng.choice([0, 0, 0.3, 0.6, 0.9]))
         output = int(rng.lognormvariate(6, 1)) + 1
-        records.append({
-            "request_id": f"{prefix}-{i}",
-            "timestamp": (now - timedelta(seconds=rng.randint(60, 86_000))).isoformat(),
-            "user": rng.choices(users, weights)[0],
-            "model": rng.choice(MODELS),
-            "project": f"project-{rng.randint(1, 20)}",
-            "repository": f"repo-{rng.randint(1, 40)}",
-            "agent": rng.choice(AGENTS),
-            "service_type": rng.choice(["text_generation"] * 6 + ["agent"] * 3 + ["embedding"]),
-            "status": "error" if rng.random() < 0.02 else "success",
-            "input_tokens": input_tokens,
-            "cached_input_tokens": cached,
-            "output_tokens": output,
-            "reasoning_tokens": output // 4,
-            "duration_ms": rng.randint(200, 30_000),
-            "session_id": f"{prefix}-s{i // 20}",
-            "conversation_id": f"{prefix}-c{i // 8}",
-            "tags": rng.sample(["prod", "ci", "experiment", "batch", "interactive"], k=rng.randint(0, 2)),
-        })
+        records.append(
+            {
+                "request_id": f"{prefix}-{i}",
+                "timestamp": (now - timedelta(seconds=rng.randint(60, 86_000))).isoformat(),
+                "user": rng.choices(users, weights)[0],
+                "model": rng.choice(MODELS),
+                "project": f"project-{rng.randint(1, 20)}",
+                "repository": f"repo-{rng.randint(1, 40)}",
+                "agent": rng.choice(AGENTS),
+                "service_type": rng.choice(["text_generation"] * 6 + ["agent"] * 3 + ["embedding"]),
+                "status": "error" if rng.random() < 0.02 else "success",
+                "input_tokens": input_tokens,
+                "cached_input_tokens": cached,
+                "output_tokens": output,
+                "reasoning_tokens": output // 4,
+                "duration_ms": rng.randint(200, 30_000),
+                "session_id": f"{prefix}-s{i // 20}",
+                "conversation_id": f"{prefix}-c{i // 8}",
+                "tags": rng.sample(["prod", "ci", "experiment", "batch", "interactive"], k=rng.randint(0, 2)),
+            }
+        )
     return records
 
 
@@ -107,10 +109,15 @@ def start_servers(count: int, env: dict) -> tuple[list[subprocess.Popen], list[i
     procs, ports = [], []
     for _ in range(count):
         port = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "usage_site.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "usage_site.asgi:application"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
         ports.append(port)
     deadline = time.monotonic() + 30
     for port in ports:
@@ -132,8 +139,9 @@ def post_batches(batches: list[bytes], ports: list[int], clients: int, key: str)
         latencies = []
         for body in batches[index::clients]:
             started = time.perf_counter()
-            conn.request("POST", "/api/v1/ingest", body,
-                         {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            conn.request(
+                "POST", "/api/v1/ingest", body, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+            )
             response = conn.getresponse()
             payload = response.read()
             latencies.append(time.perf_counter() - started)
@@ -167,17 +175,41 @@ def copy_rows(records: list[dict], org) -> tuple[float, int]:
     for r in records:
         ts = datetime.fromisoformat(r["timestamp"])
         price = book.price_at(models[r["model"]], ts)
-        cost = cost_of(Tokens(r["input_tokens"], r["cached_input_tokens"], 0, r["output_tokens"]), price) if price else 0
-        rows.append((
-            org.pk, r["request_id"] + "-copy", ts, users[r["user"]], projects[r["project"]], repos[r["repository"]],
-            agents[r["agent"]], models[r["model"]], r["service_type"], r["status"], r["input_tokens"],
-            r["cached_input_tokens"], 0, r["output_tokens"], r["reasoning_tokens"], cost,
-            "priced" if price else "unpriced", price.pk if price else None, r["duration_ms"], r["conversation_id"],
-            "{}", now, "",
-        ))
-    columns = ("org_id, request_id, timestamp, user_id, project_id, repository_id, agent_id, model_id, service_type, "
-               "status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost, "
-               "cost_source, price_id, duration_ms, conversation_id, metadata, received_at, provider")
+        cost = (
+            cost_of(Tokens(r["input_tokens"], r["cached_input_tokens"], 0, r["output_tokens"]), price) if price else 0
+        )
+        rows.append(
+            (
+                org.pk,
+                r["request_id"] + "-copy",
+                ts,
+                users[r["user"]],
+                projects[r["project"]],
+                repos[r["repository"]],
+                agents[r["agent"]],
+                models[r["model"]],
+                r["service_type"],
+                r["status"],
+                r["input_tokens"],
+                r["cached_input_tokens"],
+                0,
+                r["output_tokens"],
+                r["reasoning_tokens"],
+                cost,
+                "priced" if price else "unpriced",
+                price.pk if price else None,
+                r["duration_ms"],
+                r["conversation_id"],
+                "{}",
+                now,
+                "",
+            )
+        )
+    columns = (
+        "org_id, request_id, timestamp, user_id, project_id, repository_id, agent_id, model_id, service_type, "
+        "status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost, "
+        "cost_source, price_id, duration_ms, conversation_id, metadata, received_at, provider"
+    )
     with connection.cursor() as cursor:
         started = time.perf_counter()
         with cursor.cursor.copy(f"COPY metering_usagerecord ({columns}) FROM STDIN") as copy:
@@ -208,15 +240,25 @@ def main():
         org = Organization.objects.create(name="Bench", slug="bench", timezone="Europe/Berlin")
         key = api_key_create(org=org, name="bench", scopes={"ingest"})[1]
         records = realistic_records(args.records, "http")
-        batches = [json.dumps({"usage": records[i:i + args.batch]}).encode()
-                   for i in range(0, len(records), args.batch)]
-        env = {**os.environ, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(40), "ALLOWED_HOSTS": "127.0.0.1",
-               "SECURE_SSL_REDIRECT": "0", "API_RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "WARNING"}
+        batches = [
+            json.dumps({"usage": records[i : i + args.batch]}).encode() for i in range(0, len(records), args.batch)
+        ]
+        env = {
+            **os.environ,
+            "DEBUG": "0",
+            "SECRET_KEY": secrets.token_urlsafe(40),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SECURE_SSL_REDIRECT": "0",
+            "API_RATE_LIMIT_PER_MINUTE": "0",
+            "LOG_LEVEL": "WARNING",
+        }
         env.pop("REDIS_URL", None)
         procs, ports = start_servers(args.servers, env)
         # One small warm-up batch per server: first requests pay for imports and connections.
         for port in ports:
-            post_batches([json.dumps({"usage": realistic_records(10, f"warm{port}", seed=port)}).encode()], [port], 1, key)
+            post_batches(
+                [json.dumps({"usage": realistic_records(10, f"warm{port}", seed=port)}).encode()], [port], 1, key
+            )
 
         elapsed, latencies = post_batches(batches, ports, args.clients, key)
         http_rate = len(records) / elapsed
@@ -225,8 +267,12 @@ def main():
         latencies.sort()
         p50 = statistics.median(latencies)
         p95 = latencies[max(0, int(len(latencies) * 0.95) - 1)]
-        print(f"records: {len(records):,} in batches of {args.batch}; {args.clients} clients, {args.servers} daphne processes")
-        print(f"HTTP ingest:  {http_rate:10,.0f} records/s  ({elapsed:.1f} s; batch latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms)")
+        print(
+            f"records: {len(records):,} in batches of {args.batch}; {args.clients} clients, {args.servers} daphne processes"
+        )
+        print(
+            f"HTTP ingest:  {http_rate:10,.0f} records/s  ({elapsed:.1f} s; batch latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms)"
+        )
         print(f"COPY:         {copy_rate:10,.0f} rows/s     ({copy_seconds:.2f} s for {copied:,} rows)")
         print(f"ratio:        HTTP is {http_rate / copy_rate:.0%} of COPY (goal: at least 25 %)")
     finally:

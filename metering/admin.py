@@ -124,6 +124,7 @@ class IngestedAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="tags")
     def tag_names(self, obj):
         return ", ".join(obj.tags.values_list("name", flat=True))
+
     paginator = CappedCountPaginator
     list_filter = [("org", OrgRelatedFilter)]
     search_help_text = "An exact id, or the start of a user's email."
@@ -134,8 +135,18 @@ class IngestedAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
 class UsageRecordAdmin(IngestedAdmin):
     date_hierarchy = "timestamp"
     list_display = [
-        "timestamp", "request_id", "user", "org", "team", "model", "service_type", "status",
-        "input_tokens", "output_tokens", "cost", "cost_source",
+        "timestamp",
+        "request_id",
+        "user",
+        "org",
+        "team",
+        "model",
+        "service_type",
+        "status",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "cost_source",
     ]
     list_filter = [("org", OrgRelatedFilter), "service_type", "status", "cost_source", "model"]
     list_select_related = ["org", "user", "team", "model"]
@@ -147,7 +158,16 @@ class UsageRecordAdmin(IngestedAdmin):
 class ActivityEventAdmin(IngestedAdmin):
     date_hierarchy = "timestamp"
     list_display = [
-        "timestamp", "event_id", "kind", "user", "org", "agent", "project", "lines_added", "lines_removed", "quantity",
+        "timestamp",
+        "event_id",
+        "kind",
+        "user",
+        "org",
+        "agent",
+        "project",
+        "lines_added",
+        "lines_removed",
+        "quantity",
     ]
     list_filter = [("org", OrgRelatedFilter), "kind"]
     list_select_related = ["org", "user", "agent", "project"]
@@ -159,7 +179,16 @@ class ActivityEventAdmin(IngestedAdmin):
 class ResourceUsageAdmin(IngestedAdmin):
     date_hierarchy = "start"
     list_display = [
-        "resource_id", "start", "end", "org", "user", "agent", "project", "cpu_cores", "ram_gb", "storage_gb",
+        "resource_id",
+        "start",
+        "end",
+        "org",
+        "user",
+        "agent",
+        "project",
+        "cpu_cores",
+        "ram_gb",
+        "storage_gb",
     ]
     list_select_related = ["org", "user", "agent", "project"]
     search_fields = ["resource_id__exact", "user__email__istartswith"]

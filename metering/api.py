@@ -37,7 +37,11 @@ class TallyAPI(NinjaAPI):
 
 
 api = TallyAPI(
-    title="Tally API", version="1", urls_namespace="api", openapi_url="/openapi.json", docs_url="/docs",
+    title="Tally API",
+    version="1",
+    urls_namespace="api",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
     description="Send usage records, activity events and resource allocations; read analytics.",
 )
 
@@ -64,7 +68,9 @@ def on_api_error(request, exc: ApiError):
 @api.exception_handler(AuthenticationError)
 def on_authentication_error(request, exc):
     return respond_error(
-        request, 401, "Missing, unknown or revoked API key: send 'Authorization: Bearer <key>'.",
+        request,
+        401,
+        "Missing, unknown or revoked API key: send 'Authorization: Bearer <key>'.",
         {"WWW-Authenticate": 'Bearer realm="tally"'},
     )
 
@@ -74,7 +80,9 @@ def on_authentication_error(request, exc):
 def on_database_unavailable(request, exc: DatabaseError):
     # Nothing was stored (the batch is one transaction); the client can resend safely.
     return respond_error(
-        request, 503, "The database is unavailable; nothing was stored. Retry later.",
+        request,
+        503,
+        "The database is unavailable; nothing was stored. Retry later.",
         {"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
     )
 
@@ -112,7 +120,9 @@ INGEST_ERRORS = {code: Error for code in (400, 401, 403, 413, 429, 503)}
 
 
 @api.post(
-    "/ingest", auth=ApiKeyBearer(), response={200: IngestResult, 207: IngestResult, **INGEST_ERRORS},
+    "/ingest",
+    auth=ApiKeyBearer(),
+    response={200: IngestResult, 207: IngestResult, **INGEST_ERRORS},
     summary="Ingest usage records, activity events and resource allocations",
     description=(
         "Each item is validated on its own: 200 when all were accepted or already known (duplicates), "

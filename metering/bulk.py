@@ -60,4 +60,6 @@ def insert_rows(model, fields: Sequence[Field], rows: Iterable[Sequence]) -> Non
                 for row in values:
                     copy.write_row(row)
         else:
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", list(values))
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", list(values)
+            )

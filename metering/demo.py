@@ -102,24 +102,50 @@ class TeamSpec:
 
 
 TEAMS = (
-    TeamSpec("Platform", "#2563eb", 12,
-             {"Fleet Manager": 4, "Infrastructure": 4, "Data Platform": 1, "Navigation Stack": 1},
-             {"Code Assistant": 6, "QA": 2, "Scan & Review": 2, "SecOps": 1, "Docs": 1}),
-    TeamSpec("Web", "#db2777", 12,
-             {"Customer Portal": 5, "Fleet Manager": 3, "Developer Portal": 1},
-             {"Code Assistant": 6, "QA": 3, "Scan & Review": 2, "Docs": 1}),
-    TeamSpec("Mobile", "#f59e0b", 9,
-             {"Operator App": 6, "Customer Portal": 1},
-             {"Code Assistant": 6, "QA": 4, "Scan & Review": 1, "Docs": 1}),
-    TeamSpec("Data & ML", "#10b981", 11,
-             {"Perception": 4, "Data Platform": 4, "Navigation Stack": 3},
-             {"Data Analyst": 5, "Code Assistant": 4, "QA": 1, "Docs": 1}, batch_jobs=True),
-    TeamSpec("Security", "#dc2626", 6,
-             {"Infrastructure": 3, "Fleet Manager": 2, "Customer Portal": 1, "Operator App": 1},
-             {"SecOps": 6, "Scan & Review": 4, "Code Assistant": 1}),
-    TeamSpec("Developer Experience", "#7c3aed", 7,
-             {"Developer Portal": 5, "Infrastructure": 2},
-             {"Docs": 5, "Code Assistant": 3, "Scan & Review": 1, "QA": 1}, batch_jobs=True),
+    TeamSpec(
+        "Platform",
+        "#2563eb",
+        12,
+        {"Fleet Manager": 4, "Infrastructure": 4, "Data Platform": 1, "Navigation Stack": 1},
+        {"Code Assistant": 6, "QA": 2, "Scan & Review": 2, "SecOps": 1, "Docs": 1},
+    ),
+    TeamSpec(
+        "Web",
+        "#db2777",
+        12,
+        {"Customer Portal": 5, "Fleet Manager": 3, "Developer Portal": 1},
+        {"Code Assistant": 6, "QA": 3, "Scan & Review": 2, "Docs": 1},
+    ),
+    TeamSpec(
+        "Mobile",
+        "#f59e0b",
+        9,
+        {"Operator App": 6, "Customer Portal": 1},
+        {"Code Assistant": 6, "QA": 4, "Scan & Review": 1, "Docs": 1},
+    ),
+    TeamSpec(
+        "Data & ML",
+        "#10b981",
+        11,
+        {"Perception": 4, "Data Platform": 4, "Navigation Stack": 3},
+        {"Data Analyst": 5, "Code Assistant": 4, "QA": 1, "Docs": 1},
+        batch_jobs=True,
+    ),
+    TeamSpec(
+        "Security",
+        "#dc2626",
+        6,
+        {"Infrastructure": 3, "Fleet Manager": 2, "Customer Portal": 1, "Operator App": 1},
+        {"SecOps": 6, "Scan & Review": 4, "Code Assistant": 1},
+    ),
+    TeamSpec(
+        "Developer Experience",
+        "#7c3aed",
+        7,
+        {"Developer Portal": 5, "Infrastructure": 2},
+        {"Docs": 5, "Code Assistant": 3, "Scan & Review": 1, "QA": 1},
+        batch_jobs=True,
+    ),
 )
 
 PROJECTS = (
@@ -192,24 +218,108 @@ class AgentSpec:
 
 
 AGENTS = (
-    AgentSpec("Code Assistant", {"claude-sonnet-4-5": 6, "gpt-5": 2, "claude-haiku-4-5": 1, "gemini-2.5-pro": 1},
-              turns=2.5, calls=4, context=18_000, step=3_500, output=600, diff=0.6, lines=45, accept=0.75,
-              chat=False, retrieves=False, cpu=4, ram=8, storage=20),
-    AgentSpec("QA", {"claude-sonnet-4-5": 3, "gpt-5-mini": 3, "claude-haiku-4-5": 2},
-              turns=1.5, calls=5, context=12_000, step=3_500, output=500, diff=0.45, lines=70, accept=0.8,
-              chat=False, retrieves=False, cpu=4, ram=8, storage=10),
-    AgentSpec("SecOps", {"gpt-5": 3, "claude-sonnet-4-5": 2, "gemini-2.5-pro": 1},
-              turns=1.5, calls=4, context=18_000, step=4_500, output=600, diff=0.25, lines=12, accept=0.6,
-              chat=False, retrieves=False, cpu=2, ram=4, storage=10),
-    AgentSpec("Scan & Review", {"claude-haiku-4-5": 4, "gpt-5-mini": 3, "claude-sonnet-4-5": 2},
-              turns=1, calls=5, context=25_000, step=4_000, output=400, diff=0.15, lines=8, accept=0.5,
-              chat=False, retrieves=True, cpu=2, ram=4, storage=30),
-    AgentSpec("Docs", {"claude-sonnet-4-5": 3, "gemini-2.5-pro": 3, "gpt-5-mini": 2},
-              turns=2, calls=2, context=10_000, step=2_500, output=1_100, diff=0.5, lines=80, accept=0.85,
-              chat=True, retrieves=True, cpu=1, ram=2, storage=20),
-    AgentSpec("Data Analyst", {"gemini-2.5-pro": 4, "gpt-5": 3, "claude-sonnet-4-5": 2},
-              turns=2.5, calls=2.5, context=12_000, step=3_500, output=800, diff=0.2, lines=35, accept=0.7,
-              chat=True, retrieves=False, cpu=8, ram=32, storage=100),
+    AgentSpec(
+        "Code Assistant",
+        {"claude-sonnet-4-5": 6, "gpt-5": 2, "claude-haiku-4-5": 1, "gemini-2.5-pro": 1},
+        turns=2.5,
+        calls=4,
+        context=18_000,
+        step=3_500,
+        output=600,
+        diff=0.6,
+        lines=45,
+        accept=0.75,
+        chat=False,
+        retrieves=False,
+        cpu=4,
+        ram=8,
+        storage=20,
+    ),
+    AgentSpec(
+        "QA",
+        {"claude-sonnet-4-5": 3, "gpt-5-mini": 3, "claude-haiku-4-5": 2},
+        turns=1.5,
+        calls=5,
+        context=12_000,
+        step=3_500,
+        output=500,
+        diff=0.45,
+        lines=70,
+        accept=0.8,
+        chat=False,
+        retrieves=False,
+        cpu=4,
+        ram=8,
+        storage=10,
+    ),
+    AgentSpec(
+        "SecOps",
+        {"gpt-5": 3, "claude-sonnet-4-5": 2, "gemini-2.5-pro": 1},
+        turns=1.5,
+        calls=4,
+        context=18_000,
+        step=4_500,
+        output=600,
+        diff=0.25,
+        lines=12,
+        accept=0.6,
+        chat=False,
+        retrieves=False,
+        cpu=2,
+        ram=4,
+        storage=10,
+    ),
+    AgentSpec(
+        "Scan & Review",
+        {"claude-haiku-4-5": 4, "gpt-5-mini": 3, "claude-sonnet-4-5": 2},
+        turns=1,
+        calls=5,
+        context=25_000,
+        step=4_000,
+        output=400,
+        diff=0.15,
+        lines=8,
+        accept=0.5,
+        chat=False,
+        retrieves=True,
+        cpu=2,
+        ram=4,
+        storage=30,
+    ),
+    AgentSpec(
+        "Docs",
+        {"claude-sonnet-4-5": 3, "gemini-2.5-pro": 3, "gpt-5-mini": 2},
+        turns=2,
+        calls=2,
+        context=10_000,
+        step=2_500,
+        output=1_100,
+        diff=0.5,
+        lines=80,
+        accept=0.85,
+        chat=True,
+        retrieves=True,
+        cpu=1,
+        ram=2,
+        storage=20,
+    ),
+    AgentSpec(
+        "Data Analyst",
+        {"gemini-2.5-pro": 4, "gpt-5": 3, "claude-sonnet-4-5": 2},
+        turns=2.5,
+        calls=2.5,
+        context=12_000,
+        step=3_500,
+        output=800,
+        diff=0.2,
+        lines=35,
+        accept=0.7,
+        chat=True,
+        retrieves=False,
+        cpu=8,
+        ram=32,
+        storage=100,
+    ),
 )
 
 TAGS = ("prod", "ci", "experiment", "refactor", "batch")
@@ -224,26 +334,157 @@ API_KEYS = (
 )
 
 FIRST_NAMES = (
-    "Anna", "Ben", "Carla", "David", "Elif", "Felix", "Greta", "Hannah", "Ilya", "Jana", "Kai", "Lena",
-    "Malte", "Nora", "Oskar", "Paula", "Rosa", "Samir", "Tara", "Ugo", "Vera", "Wim", "Yara", "Zoe",
-    "Aisha", "Bruno", "Chiara", "Dmitri", "Emma", "Farid", "Gabriel", "Hiro", "Ines", "Jakob", "Kofi",
-    "Lina", "Mateo", "Nadia", "Omar", "Priya", "Rahul", "Sofia", "Tobias", "Valentina", "Wei", "Yusuf",
-    "Zofia", "Lukas", "Mia", "Noah", "Leonie", "Finn", "Sara", "Jonas", "Amelie", "Leon", "Clara", "Max",
-    "Julia", "Erik", "Mara", "Timo", "Selin", "Pedro", "Ana", "Marek", "Eva", "Liam", "Ida", "Arjun",
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Elif",
+    "Felix",
+    "Greta",
+    "Hannah",
+    "Ilya",
+    "Jana",
+    "Kai",
+    "Lena",
+    "Malte",
+    "Nora",
+    "Oskar",
+    "Paula",
+    "Rosa",
+    "Samir",
+    "Tara",
+    "Ugo",
+    "Vera",
+    "Wim",
+    "Yara",
+    "Zoe",
+    "Aisha",
+    "Bruno",
+    "Chiara",
+    "Dmitri",
+    "Emma",
+    "Farid",
+    "Gabriel",
+    "Hiro",
+    "Ines",
+    "Jakob",
+    "Kofi",
+    "Lina",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Rahul",
+    "Sofia",
+    "Tobias",
+    "Valentina",
+    "Wei",
+    "Yusuf",
+    "Zofia",
+    "Lukas",
+    "Mia",
+    "Noah",
+    "Leonie",
+    "Finn",
+    "Sara",
+    "Jonas",
+    "Amelie",
+    "Leon",
+    "Clara",
+    "Max",
+    "Julia",
+    "Erik",
+    "Mara",
+    "Timo",
+    "Selin",
+    "Pedro",
+    "Ana",
+    "Marek",
+    "Eva",
+    "Liam",
+    "Ida",
+    "Arjun",
 )
 LAST_NAMES = (
-    "Schmidt", "Fischer", "Wagner", "Becker", "Hoffmann", "Schulz", "Koch", "Richter", "Klein", "Wolf",
-    "Neumann", "Schwarz", "Zimmermann", "Braun", "Hartmann", "Lange", "Rossi", "Kowalski", "Novak",
-    "Yilmaz", "Kaya", "Nguyen", "Chen", "Tanaka", "Silva", "Santos", "Garcia", "Martin", "Dubois",
-    "Jensen", "Nielsen", "Andersson", "Okafor", "Mensah", "Haddad", "Patel", "Singh", "Ivanova", "Petrov",
-    "Costa", "Moreau", "Larsen", "Horvat", "Kim", "Park", "Ahmed", "Lopez", "Weber", "Vogel", "Berger",
+    "Schmidt",
+    "Fischer",
+    "Wagner",
+    "Becker",
+    "Hoffmann",
+    "Schulz",
+    "Koch",
+    "Richter",
+    "Klein",
+    "Wolf",
+    "Neumann",
+    "Schwarz",
+    "Zimmermann",
+    "Braun",
+    "Hartmann",
+    "Lange",
+    "Rossi",
+    "Kowalski",
+    "Novak",
+    "Yilmaz",
+    "Kaya",
+    "Nguyen",
+    "Chen",
+    "Tanaka",
+    "Silva",
+    "Santos",
+    "Garcia",
+    "Martin",
+    "Dubois",
+    "Jensen",
+    "Nielsen",
+    "Andersson",
+    "Okafor",
+    "Mensah",
+    "Haddad",
+    "Patel",
+    "Singh",
+    "Ivanova",
+    "Petrov",
+    "Costa",
+    "Moreau",
+    "Larsen",
+    "Horvat",
+    "Kim",
+    "Park",
+    "Ahmed",
+    "Lopez",
+    "Weber",
+    "Vogel",
+    "Berger",
 )
 
 # Relative chance that a session starts in each local hour: office hours with
 # a lunch dip, a thinner evening, almost nothing at night.
 HOUR_WEIGHTS = (
-    0.15, 0.08, 0.04, 0.03, 0.03, 0.06, 0.25, 0.9, 3.0, 7.0, 9.0, 9.0,
-    5.0, 6.5, 8.5, 8.5, 7.5, 5.0, 2.6, 1.8, 1.5, 1.1, 0.7, 0.35,
+    0.15,
+    0.08,
+    0.04,
+    0.03,
+    0.03,
+    0.06,
+    0.25,
+    0.9,
+    3.0,
+    7.0,
+    9.0,
+    9.0,
+    5.0,
+    6.5,
+    8.5,
+    8.5,
+    7.5,
+    5.0,
+    2.6,
+    1.8,
+    1.5,
+    1.1,
+    0.7,
+    0.35,
 )
 # Monday .. Sunday
 WEEKDAY_FACTOR = (1.0, 1.05, 1.05, 1.0, 0.8, 0.1, 0.06)
@@ -274,8 +515,14 @@ class DemoSummary:
 
 
 def demo_org_rebuild(
-    *, days: int = 90, users: int = 60, seed: int = 1, now: datetime | None = None,
-    if_empty: bool = False, progress: bool = False, say: Callable[[str], None] = lambda line: None,
+    *,
+    days: int = 90,
+    users: int = 60,
+    seed: int = 1,
+    now: datetime | None = None,
+    if_empty: bool = False,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda line: None,
 ) -> DemoSummary:
     """Build the demo org, replacing it (and its people) if it exists.
 
@@ -299,19 +546,25 @@ def demo_org_rebuild(
         builder = _Builder(rng=random.Random(seed), now=now, days=days, users=users)
         counts = builder.build(progress=progress)
     return DemoSummary(
-        org=builder.org, replaced=replaced, logins=_logins(builder.org), counts=counts,
+        org=builder.org,
+        replaced=replaced,
+        logins=_logins(builder.org),
+        counts=counts,
         seconds=time.monotonic() - started,
     )
 
 
 def _logins(org: Organization) -> list[DemoLogin]:
     memberships = {
-        m.user.email: m for m in Membership.objects.filter(org=org, user__email__in=[s.email for s in LOGINS])
-        .select_related("user").prefetch_related("teams")
+        m.user.email: m
+        for m in Membership.objects.filter(org=org, user__email__in=[s.email for s in LOGINS])
+        .select_related("user")
+        .prefetch_related("teams")
     }
     return [
         DemoLogin(spec.email, spec.password, spec.role, [t.name for t in memberships[spec.email].teams.all()])
-        for spec in LOGINS if spec.email in memberships
+        for spec in LOGINS
+        if spec.email in memberships
     ]
 
 
@@ -434,9 +687,12 @@ class _Writer:
             self.now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) else f.get_default()
             for f in fields
         ]
-        insert_rows(model, fields, (
-            [row.get(f.attname, default) for f, default in zip(fields, defaults, strict=True)] for row in rows
-        ))
+        insert_rows(
+            model,
+            fields,
+            ([row.get(f.attname, default) for f, default in zip(fields, defaults, strict=True)] for row in rows),
+        )
+
 
 class _Builder:
     def __init__(self, *, rng: random.Random, now: datetime, days: int, users: int):
@@ -447,13 +703,17 @@ class _Builder:
 
     def build(self, *, progress: bool) -> dict[str, int]:
         self.org = Organization.objects.create(
-            name=DEMO_NAME, slug=DEMO_SLUG, timezone=DEMO_TIMEZONE, currency=DEMO_CURRENCY,
+            name=DEMO_NAME,
+            slug=DEMO_SLUG,
+            timezone=DEMO_TIMEZONE,
+            currency=DEMO_CURRENCY,
         )
         self.tz = self.org.tzinfo
         self.today = self.now.astimezone(self.tz).date()
         self.first_day = self.today - timedelta(days=self.days - 1)
-        self.teams = {spec.name: Team.objects.create(org=self.org, name=spec.name, colour=spec.colour)
-                      for spec in TEAMS}
+        self.teams = {
+            spec.name: Team.objects.create(org=self.org, name=spec.name, colour=spec.colour) for spec in TEAMS
+        }
         self.team_specs = {spec.name: spec for spec in TEAMS}
         self.projects, self.repositories = {}, {}
         for name, colour, repos in PROJECTS:
@@ -471,8 +731,9 @@ class _Builder:
 
         # Tally runs on PostgreSQL or SQLite (DESIGN §2).
         writer = _Writer(self.now)
-        for index in tqdm(range(self.days), desc="seed_demo", unit="day", disable=not progress,
-                          file=sys.stderr, leave=False):
+        for index in tqdm(
+            range(self.days), desc="seed_demo", unit="day", disable=not progress, file=sys.stderr, leave=False
+        ):
             writer.add(self._day(index))
         writer.flush()
         mark_days_dirty(self.org, [self.first_day + timedelta(days=i) for i in range(self.days)])
@@ -485,15 +746,22 @@ class _Builder:
             model, _ = LLMModel.objects.get_or_create(name=spec.name, defaults={"provider": spec.provider})
             base = PRICE_BEFORE_CHANGE if spec.name == PRICE_CHANGE_MODEL else spec.prices
             ModelPrice.objects.get_or_create(
-                model=model, effective_from=BASE_PRICE_DATE, defaults={**_price_fields(base), "source": spec.source},
+                model=model,
+                effective_from=BASE_PRICE_DATE,
+                defaults={**_price_fields(base), "source": spec.source},
             )
             # Prices are global: the demo's price change would re-price other orgs' records, so it
             # happens only on an installation that holds nothing but the demo.
-            if (spec.name == PRICE_CHANGE_MODEL and not others_exist
-                    and not model.prices.filter(effective_from__gt=BASE_PRICE_DATE).exists()):
+            if (
+                spec.name == PRICE_CHANGE_MODEL
+                and not others_exist
+                and not model.prices.filter(effective_from__gt=BASE_PRICE_DATE).exists()
+            ):
                 ModelPrice.objects.create(
-                    model=model, effective_from=self.today - timedelta(days=self.days // 2),
-                    source=PRICE_CHANGE_SOURCE[:200], **_price_fields(spec.prices),
+                    model=model,
+                    effective_from=self.today - timedelta(days=self.days // 2),
+                    source=PRICE_CHANGE_SOURCE[:200],
+                    **_price_fields(spec.prices),
                 )
             models[spec.name] = (spec, model)
         return models
@@ -516,10 +784,14 @@ class _Builder:
         for i in range(others):
             first, last = names[i]
             user = User.objects.create_user(
-                f"{first}.{last}@{DEMO_EMAIL_DOMAIN}".lower(), None, name=f"{first} {last}",
+                f"{first}.{last}@{DEMO_EMAIL_DOMAIN}".lower(),
+                None,
+                name=f"{first} {last}",
             )
             person = self._person(
-                user, [self.teams[team_of[i].name]], Role.MEMBER,
+                user,
+                [self.teams[team_of[i].name]],
+                Role.MEMBER,
                 external_id=f"E{next(external_ids)}" if rng.random() < 0.12 else "",
             )
             if i in heavy:
@@ -585,19 +857,28 @@ class _Builder:
         agents = {name: w * rng.uniform(0.5, 1.5) for name, w in spec.agents.items()}
         favourite = rng.choice(MODELS[:5]).name if rng.random() < 0.25 else None
         return _Person(
-            user=user, team=teams[0], spec=spec, weight=weight, shift=rng.choice((-1, 0, 0, 0, 1)),
-            weekend=rng.choice((0.3, 1.0, 1.0, 1.0, 2.5)), first_day=first_day, away=frozenset(away),
-            agents=agents, favourite=favourite,
+            user=user,
+            team=teams[0],
+            spec=spec,
+            weight=weight,
+            shift=rng.choice((-1, 0, 0, 0, 1)),
+            weekend=rng.choice((0.3, 1.0, 1.0, 1.0, 2.5)),
+            first_day=first_day,
+            away=frozenset(away),
+            agents=agents,
+            favourite=favourite,
         )
 
     def _api_keys(self) -> dict[str, int]:
         keys, self.key_owners = {}, {}
         for name, team, project in API_KEYS:
             # An engineer of the team owns it; with very few people, whoever is in the team.
-            in_team = [p for p in self.people[len(LOGINS):] + self.people[:len(LOGINS)] if p.team.name == team]
+            in_team = [p for p in self.people[len(LOGINS) :] + self.people[: len(LOGINS)] if p.team.name == team]
             owner = in_team[0] if in_team else None
             key = ApiKey(
-                org=self.org, name=name, owner=owner.user if owner else None,
+                org=self.org,
+                name=name,
+                owner=owner.user if owner else None,
                 default_team=self.teams[team] if team else None,
                 default_project=self.projects[project] if project else None,
             )
@@ -611,7 +892,8 @@ class _Builder:
         self.spike_days: frozenset[int] = frozenset()
         self.spike_projects = tuple(self.rng.sample(SPIKE_CANDIDATES, 2))
         candidates = [
-            i for i in range(max(1, self.days // 3), self.days - 2)
+            i
+            for i in range(max(1, self.days // 3), self.days - 2)
             if (self.first_day + timedelta(days=i)).weekday() <= 2  # Mon-Wed, so the next day is a weekday
         ]
         if candidates:
@@ -679,36 +961,81 @@ class _Builder:
     # -- rows --
 
     def _record(
-        self, rows: _Rows, *, person: _Person, when: datetime, model: str, service_type: str,
-        tokens: Tokens, reasoning: int = 0, duration_ms: int | None = None, session: dict | None = None,
-        project: Project | None = None, repository: Repository | None = None, agent: Agent | None = None,
-        api_key: str | None = None, conversation: str = "", tags: tuple[int, ...] = (), error: bool = False,
+        self,
+        rows: _Rows,
+        *,
+        person: _Person,
+        when: datetime,
+        model: str,
+        service_type: str,
+        tokens: Tokens,
+        reasoning: int = 0,
+        duration_ms: int | None = None,
+        session: dict | None = None,
+        project: Project | None = None,
+        repository: Repository | None = None,
+        agent: Agent | None = None,
+        api_key: str | None = None,
+        conversation: str = "",
+        tags: tuple[int, ...] = (),
+        error: bool = False,
     ) -> None:
         spec, model_obj = self.models[model]
         price = self.book.price_at(model_obj.pk, when)
         record = dict(
-            org_id=self.org.pk, timestamp=when, user_id=person.user.pk, team_id=person.team.pk,
-            project_id=project.pk if project else None, repository_id=repository.pk if repository else None,
-            agent_id=agent.pk if agent else None, request_id=self._id("req"), model_id=model_obj.pk,
-            provider=spec.provider, service_type=service_type, status=Status.ERROR if error else Status.SUCCESS,
+            org_id=self.org.pk,
+            timestamp=when,
+            user_id=person.user.pk,
+            team_id=person.team.pk,
+            project_id=project.pk if project else None,
+            repository_id=repository.pk if repository else None,
+            agent_id=agent.pk if agent else None,
+            request_id=self._id("req"),
+            model_id=model_obj.pk,
+            provider=spec.provider,
+            service_type=service_type,
+            status=Status.ERROR if error else Status.SUCCESS,
             api_key_id=self.api_keys[api_key] if api_key else None,
-            input_tokens=tokens.input, cached_input_tokens=tokens.cached_input,
-            cache_write_tokens=tokens.cache_write, output_tokens=tokens.output, reasoning_tokens=reasoning,
-            cost=cost_of(tokens, price), cost_source=CostSource.PRICED, price_id=price.pk,
-            duration_ms=duration_ms, conversation_id=conversation,
+            input_tokens=tokens.input,
+            cached_input_tokens=tokens.cached_input,
+            cache_write_tokens=tokens.cache_write,
+            output_tokens=tokens.output,
+            reasoning_tokens=reasoning,
+            cost=cost_of(tokens, price),
+            cost_source=CostSource.PRICED,
+            price_id=price.pk,
+            duration_ms=duration_ms,
+            conversation_id=conversation,
         )
         rows.records.append((record, session, tags))
 
     def _event(
-        self, rows: _Rows, *, person: _Person, when: datetime, kind: str, session: dict | None = None,
-        project: Project | None = None, repository: Repository | None = None, agent: Agent | None = None,
-        added: int = 0, removed: int = 0, tags: tuple[int, ...] = (),
+        self,
+        rows: _Rows,
+        *,
+        person: _Person,
+        when: datetime,
+        kind: str,
+        session: dict | None = None,
+        project: Project | None = None,
+        repository: Repository | None = None,
+        agent: Agent | None = None,
+        added: int = 0,
+        removed: int = 0,
+        tags: tuple[int, ...] = (),
     ) -> None:
         event = dict(
-            org_id=self.org.pk, timestamp=when, user_id=person.user.pk, team_id=person.team.pk,
-            project_id=project.pk if project else None, repository_id=repository.pk if repository else None,
-            agent_id=agent.pk if agent else None, event_id=self._id("evt"), kind=kind,
-            lines_added=added, lines_removed=removed,
+            org_id=self.org.pk,
+            timestamp=when,
+            user_id=person.user.pk,
+            team_id=person.team.pk,
+            project_id=project.pk if project else None,
+            repository_id=repository.pk if repository else None,
+            agent_id=agent.pk if agent else None,
+            event_id=self._id("evt"),
+            kind=kind,
+            lines_added=added,
+            lines_removed=removed,
         )
         rows.events.append((event, session, tags))
 
@@ -738,8 +1065,9 @@ class _Builder:
         """A failed call: rate limited or overloaded (nothing billed), or timed out after reading the prompt."""
         if self.rng.random() < 0.55:
             return Tokens(), self.rng.randint(40, 900)
-        return Tokens(input=tokens.input, cached_input=tokens.cached_input, cache_write=tokens.cache_write), \
-            self.rng.randint(30_000, 120_000)
+        return Tokens(
+            input=tokens.input, cached_input=tokens.cached_input, cache_write=tokens.cache_write
+        ), self.rng.randint(30_000, 120_000)
 
     def _model_for(self, person: _Person, agent: AgentSpec) -> str:
         weights = dict(agent.models)
@@ -752,8 +1080,11 @@ class _Builder:
         refactor = bool(spike_projects) and rng.random() < 0.75
         if refactor:
             project_name = rng.choice(spike_projects)
-            agent_spec = self.agent_specs["Code Assistant"] if rng.random() < 0.8 else \
-                self.agent_specs[_weighted(rng, person.agents)]
+            agent_spec = (
+                self.agent_specs["Code Assistant"]
+                if rng.random() < 0.8
+                else self.agent_specs[_weighted(rng, person.agents)]
+            )
         else:
             project_name = _weighted(rng, person.spec.projects)
             agent_spec = self.agent_specs[_weighted(rng, person.agents)]
@@ -763,8 +1094,15 @@ class _Builder:
         where = {"person": person, "project": project, "repository": repository, "agent": agent, "tags": tags}
 
         t = self._start(day, person.shift)
-        session = dict(org_id=self.org.pk, session_id=self._id("ses"), user_id=person.user.pk,
-                       agent_id=agent.pk, project_id=project.pk, first_seen=t, last_seen=t)
+        session = dict(
+            org_id=self.org.pk,
+            session_id=self._id("ses"),
+            user_id=person.user.pk,
+            agent_id=agent.pk,
+            project_id=project.pk,
+            first_seen=t,
+            last_seen=t,
+        )
         rows.sessions.append(session)
         where["session"] = session
         self._event(rows, when=t, kind=ActivityKind.SESSION_START, **where)
@@ -791,10 +1129,18 @@ class _Builder:
             self._event(rows, when=t, kind=ActivityKind.AGENT_RUN, **where)
             if agent_spec.retrieves:
                 error = rng.random() < 0.02
-                self._record(rows, when=t, model=EMBEDDING_MODEL, service_type=ServiceType.EMBEDDING,
-                             tokens=Tokens() if error else Tokens(input=rng.randint(20, 400)),
-                             duration_ms=rng.randint(60, 300), api_key="Agent gateway",
-                             conversation=conversation, error=error, **where)
+                self._record(
+                    rows,
+                    when=t,
+                    model=EMBEDDING_MODEL,
+                    service_type=ServiceType.EMBEDDING,
+                    tokens=Tokens() if error else Tokens(input=rng.randint(20, 400)),
+                    duration_ms=rng.randint(60, 300),
+                    api_key="Agent gateway",
+                    conversation=conversation,
+                    error=error,
+                    **where,
+                )
                 t += timedelta(seconds=rng.uniform(0.2, 1))
             for call in range(1 + _poisson(rng, agent_spec.calls * (1.3 if refactor else 1))):
                 context += int(agent_spec.step * rng.lognormvariate(0, 0.6))
@@ -806,9 +1152,19 @@ class _Builder:
                 error = rng.random() < 0.02
                 if error:
                     (tokens, duration), reasoning = self._failed(tokens), 0
-                self._record(rows, when=t, model=model, service_type=service, tokens=tokens, reasoning=reasoning,
-                             duration_ms=duration, api_key="Agent gateway", conversation=conversation,
-                             error=error, **where)
+                self._record(
+                    rows,
+                    when=t,
+                    model=model,
+                    service_type=service,
+                    tokens=tokens,
+                    reasoning=reasoning,
+                    duration_ms=duration,
+                    api_key="Agent gateway",
+                    conversation=conversation,
+                    error=error,
+                    **where,
+                )
                 last_call = t
                 t += timedelta(milliseconds=duration) + timedelta(seconds=rng.uniform(1, 12))  # tools run
                 if not error:
@@ -821,8 +1177,14 @@ class _Builder:
                 removed = int(added * rng.uniform(0.05, 0.9 if refactor else 0.5))
                 accepted = rng.random() < agent_spec.accept
                 t += timedelta(seconds=rng.uniform(10, 90))
-                self._event(rows, when=t, kind=ActivityKind.DIFF_ACCEPTED if accepted else ActivityKind.DIFF_REJECTED,
-                            added=added, removed=removed, **where)
+                self._event(
+                    rows,
+                    when=t,
+                    kind=ActivityKind.DIFF_ACCEPTED if accepted else ActivityKind.DIFF_REJECTED,
+                    added=added,
+                    removed=removed,
+                    **where,
+                )
                 if accepted and rng.random() < 0.4:
                     t += timedelta(seconds=rng.uniform(20, 240))
                     self._event(rows, when=t, kind=ActivityKind.COMMIT, added=added, removed=removed, **where)
@@ -836,18 +1198,33 @@ class _Builder:
         t += timedelta(seconds=rng.uniform(20, 300))
         self._event(rows, when=t, kind=ActivityKind.SESSION_END, **where)
         session["last_seen"] = t
-        rows.resources.append(dict(  # the session's sandbox
-            org_id=self.org.pk, resource_id=self._id("res"), start=session["first_seen"], end=t + timedelta(seconds=30),
-            user_id=person.user.pk, team_id=person.team.pk, project_id=project.pk, agent_id=agent.pk,
-            cpu_cores=Decimal(agent_spec.cpu), ram_gb=Decimal(agent_spec.ram), storage_gb=Decimal(agent_spec.storage),
-        ))
+        rows.resources.append(
+            dict(  # the session's sandbox
+                org_id=self.org.pk,
+                resource_id=self._id("res"),
+                start=session["first_seen"],
+                end=t + timedelta(seconds=30),
+                user_id=person.user.pk,
+                team_id=person.team.pk,
+                project_id=project.pk,
+                agent_id=agent.pk,
+                cpu_cores=Decimal(agent_spec.cpu),
+                ram_gb=Decimal(agent_spec.ram),
+                storage_gb=Decimal(agent_spec.storage),
+            )
+        )
 
     def _ci_review(self, rows: _Rows, person: _Person, t: datetime, project: Project, repository: Repository) -> None:
         """A pull request triggers Scan & Review in CI: an agent run outside any session."""
         rng = self.rng
         spec = self.agent_specs["Scan & Review"]
-        where = {"person": person, "project": project, "repository": repository,
-                 "agent": self.agents[spec.name], "tags": (self.tags["ci"],)}
+        where = {
+            "person": person,
+            "project": project,
+            "repository": repository,
+            "agent": self.agents[spec.name],
+            "tags": (self.tags["ci"],),
+        }
         self._event(rows, when=t, kind=ActivityKind.AGENT_RUN, **where)
         start, model = t, _weighted(rng, spec.models)
         context, cached_prefix, last_call = int(spec.context * rng.uniform(0.8, 2.0)), 0, t
@@ -859,25 +1236,50 @@ class _Builder:
             error = rng.random() < 0.02
             if error:
                 (tokens, duration), reasoning = self._failed(tokens), 0
-            self._record(rows, when=t, model=model, service_type=ServiceType.AGENT, tokens=tokens,
-                         reasoning=reasoning, duration_ms=duration, api_key="CI", error=error, **where)
+            self._record(
+                rows,
+                when=t,
+                model=model,
+                service_type=ServiceType.AGENT,
+                tokens=tokens,
+                reasoning=reasoning,
+                duration_ms=duration,
+                api_key="CI",
+                error=error,
+                **where,
+            )
             last_call = t
             if not error:
                 cached_prefix = context
             t += timedelta(milliseconds=duration) + timedelta(seconds=rng.uniform(1, 5))
-        rows.resources.append(dict(
-            org_id=self.org.pk, resource_id=self._id("res"), start=start, end=t + timedelta(seconds=20),
-            user_id=person.user.pk, team_id=person.team.pk, project_id=project.pk, agent_id=where["agent"].pk,
-            cpu_cores=Decimal(2), ram_gb=Decimal(4), storage_gb=Decimal(10),
-        ))
+        rows.resources.append(
+            dict(
+                org_id=self.org.pk,
+                resource_id=self._id("res"),
+                start=start,
+                end=t + timedelta(seconds=20),
+                user_id=person.user.pk,
+                team_id=person.team.pk,
+                project_id=project.pk,
+                agent_id=where["agent"].pk,
+                cpu_cores=Decimal(2),
+                ram_gb=Decimal(4),
+                storage_gb=Decimal(10),
+            )
+        )
 
     def _experiment(self, rows: _Rows, person: _Person, day: date) -> None:
         """Someone tries a prompt in the sandbox: a few calls, now and then an image or a recording."""
         rng = self.rng
         t = self._start(day, person.shift)
         project_name = _weighted(rng, person.spec.projects)
-        where = {"person": person, "project": self.projects[project_name], "api_key": "Sandbox",
-                 "tags": (self.tags["experiment"],), "conversation": self._id("conv")}
+        where = {
+            "person": person,
+            "project": self.projects[project_name],
+            "api_key": "Sandbox",
+            "tags": (self.tags["experiment"],),
+            "conversation": self._id("conv"),
+        }
         roll = rng.random()
         if roll < 0.1:
             service, model = ServiceType.IMAGE, rng.choice(("gpt-5", "gemini-2.5-pro"))
@@ -893,13 +1295,23 @@ class _Builder:
                 context = rng.randint(2_000, 20_000)  # about 32 tokens a second of audio
             else:
                 context += rng.randint(100, 1_500)
-            tokens, reasoning, duration = self._call(model, context, cached_prefix, True,
-                                                     int(400 * rng.lognormvariate(0, 0.8)) + 10)
+            tokens, reasoning, duration = self._call(
+                model, context, cached_prefix, True, int(400 * rng.lognormvariate(0, 0.8)) + 10
+            )
             error = rng.random() < 0.02
             if error:
                 (tokens, duration), reasoning = self._failed(tokens), 0
-            self._record(rows, when=t, model=model, service_type=service, tokens=tokens, reasoning=reasoning,
-                         duration_ms=duration, error=error, **where)
+            self._record(
+                rows,
+                when=t,
+                model=model,
+                service_type=service,
+                tokens=tokens,
+                reasoning=reasoning,
+                duration_ms=duration,
+                error=error,
+                **where,
+            )
             cached_prefix = context if service == ServiceType.TEXT_GENERATION else 0
             t += timedelta(milliseconds=duration) + timedelta(seconds=rng.uniform(15, 240))
 
@@ -908,15 +1320,27 @@ class _Builder:
         rng = self.rng
         t = self._start(day, person.shift)
         project_name = _weighted(rng, person.spec.projects)
-        where = {"person": person, "project": self.projects[project_name],
-                 "repository": rng.choice(self.repositories[project_name]), "api_key": "Data jobs",
-                 "tags": (self.tags["batch"],)}
+        where = {
+            "person": person,
+            "project": self.projects[project_name],
+            "repository": rng.choice(self.repositories[project_name]),
+            "api_key": "Data jobs",
+            "tags": (self.tags["batch"],),
+        }
         for _ in range(rng.randint(15, 80)):
             error = rng.random() < 0.02
             tokens = Tokens() if error else Tokens(input=rng.randint(2_000, 8_000))
             duration = rng.randint(150, 900)
-            self._record(rows, when=t, model=EMBEDDING_MODEL, service_type=ServiceType.EMBEDDING, tokens=tokens,
-                         duration_ms=duration, error=error, **where)
+            self._record(
+                rows,
+                when=t,
+                model=EMBEDDING_MODEL,
+                service_type=ServiceType.EMBEDDING,
+                tokens=tokens,
+                duration_ms=duration,
+                error=error,
+                **where,
+            )
             t += timedelta(milliseconds=duration + rng.randint(50, 1500))
 
     def _production(self, rows: _Rows, day: date) -> None:
@@ -925,34 +1349,56 @@ class _Builder:
         person = self.key_owners["Fleet production"] or self.people[0]
         project = self.projects["Fleet Manager"]
         repository = self.repositories["Fleet Manager"][0]
-        where = {"person": person, "project": project, "repository": repository, "api_key": "Fleet production",
-                 "tags": (self.tags["prod"],)}
+        where = {
+            "person": person,
+            "project": project,
+            "repository": repository,
+            "api_key": "Fleet production",
+            "tags": (self.tags["prod"],),
+        }
         midnight = datetime.combine(day, clock(0), tzinfo=self.tz).astimezone(UTC)
         for hour in range(24):
             # Robots work shifts too: busiest in the local daytime, never idle.
             for _ in range(_poisson(rng, 1.2 + 2.5 * HOUR_WEIGHTS[hour] / 9)):
                 t = midnight + timedelta(hours=hour, seconds=rng.randrange(3600))
                 model = "gpt-5-mini" if rng.random() < 0.7 else "claude-haiku-4-5"
-                tokens, reasoning, duration = self._call(model, rng.randint(1_500, 6_000), 1_024, True,
-                                                         int(180 * rng.lognormvariate(0, 0.5)) + 10)
+                tokens, reasoning, duration = self._call(
+                    model, rng.randint(1_500, 6_000), 1_024, True, int(180 * rng.lognormvariate(0, 0.5)) + 10
+                )
                 error = rng.random() < 0.02
                 if error:
                     (tokens, duration), reasoning = self._failed(tokens), 0
-                self._record(rows, when=t, model=model, service_type=ServiceType.TEXT_GENERATION, tokens=tokens,
-                             reasoning=reasoning, duration_ms=duration, conversation=self._id("conv"),
-                             error=error, **where)
+                self._record(
+                    rows,
+                    when=t,
+                    model=model,
+                    service_type=ServiceType.TEXT_GENERATION,
+                    tokens=tokens,
+                    reasoning=reasoning,
+                    duration_ms=duration,
+                    conversation=self._id("conv"),
+                    error=error,
+                    **where,
+                )
 
     def _volumes(self, rows: _Rows, day: date) -> None:
         """Each agent keeps a service and its indexes running all day: allocation, whoever uses it."""
         start = datetime.combine(day, clock(0), tzinfo=self.tz).astimezone(UTC)
         end = datetime.combine(day + timedelta(days=1), clock(0), tzinfo=self.tz).astimezone(UTC)
         for spec in AGENTS:
-            rows.resources.append(dict(
-                org_id=self.org.pk, resource_id=self._id("res"), start=start, end=end,
-                agent_id=self.agents[spec.name].pk, cpu_cores=Decimal("0.5"), ram_gb=Decimal(2),
-                storage_gb=Decimal(spec.storage * 8),
-            ))
+            rows.resources.append(
+                dict(
+                    org_id=self.org.pk,
+                    resource_id=self._id("res"),
+                    start=start,
+                    end=end,
+                    agent_id=self.agents[spec.name].pk,
+                    cpu_cores=Decimal("0.5"),
+                    ram_gb=Decimal(2),
+                    storage_gb=Decimal(spec.storage * 8),
+                )
+            )
 
 
 def _price_fields(prices: tuple[str, str, str, str]) -> dict[str, Decimal]:
-    return dict(zip(("input", "cached_input", "cache_write", "output"), map(Decimal, prices)))
+    return dict(zip(("input", "cached_input", "cache_write", "output"), map(Decimal, prices), strict=False))

@@ -189,15 +189,22 @@ class UsageRecord(Attribution):
         constraints = [
             models.UniqueConstraint(fields=["org", "request_id"], name="usage_unique_request_id_per_org"),
             models.CheckConstraint(
-                condition=Q(input_tokens__gte=0, cached_input_tokens__gte=0, cache_write_tokens__gte=0,
-                            output_tokens__gte=0, reasoning_tokens__gte=0),
+                condition=Q(
+                    input_tokens__gte=0,
+                    cached_input_tokens__gte=0,
+                    cache_write_tokens__gte=0,
+                    output_tokens__gte=0,
+                    reasoning_tokens__gte=0,
+                ),
                 name="usage_tokens_not_negative",
             ),
             models.CheckConstraint(
                 condition=Q(cached_input_tokens__lte=F("input_tokens") - F("cache_write_tokens")),
                 name="usage_cache_within_input",
             ),
-            models.CheckConstraint(condition=Q(reasoning_tokens__lte=F("output_tokens")), name="usage_reasoning_within_output"),
+            models.CheckConstraint(
+                condition=Q(reasoning_tokens__lte=F("output_tokens")), name="usage_reasoning_within_output"
+            ),
             models.CheckConstraint(condition=Q(cost__gte=0), name="usage_cost_not_negative"),
             models.CheckConstraint(condition=Q(service_type__in=ServiceType.values), name="usage_service_type_valid"),
             models.CheckConstraint(condition=Q(status__in=Status.values), name="usage_status_valid"),

@@ -68,8 +68,15 @@ class PriceBook:
 
 
 def price_set(
-    *, model: str, effective_from: date, input: Decimal, output: Decimal, cached_input: Decimal = Decimal(0),
-    cache_write: Decimal = Decimal(0), provider: str | None = None, source: str | None = None,
+    *,
+    model: str,
+    effective_from: date,
+    input: Decimal,
+    output: Decimal,
+    cached_input: Decimal = Decimal(0),
+    cache_write: Decimal = Decimal(0),
+    provider: str | None = None,
+    source: str | None = None,
 ) -> tuple[ModelPrice, dict[str, tuple]]:
     """Upsert `model`'s price in force from 00:00 UTC of `effective_from`; (price, {field: (old, new)}).
 
@@ -91,8 +98,11 @@ def price_set(
         price = ModelPrice.objects.filter(model=llm, effective_from=effective_from).first()
         if price is None:
             price = ModelPrice(model=llm, effective_from=effective_from)
-        differs = {f: (getattr(price, f) if price.pk else None, v) for f, v in wanted.items()
-                   if price.pk is None or getattr(price, f) != v}
+        differs = {
+            f: (getattr(price, f) if price.pk else None, v)
+            for f, v in wanted.items()
+            if price.pk is None or getattr(price, f) != v
+        }
         if differs:
             for f, (_, value) in differs.items():
                 setattr(price, f, value)
@@ -129,10 +139,21 @@ def records_reprice(*, org: Organization, start: date, end: date, progress=None)
     lo = datetime.combine(start, time.min, tzinfo=tz)
     hi = datetime.combine(end + timedelta(days=1), time.min, tzinfo=tz)
     records = UsageRecord.objects.filter(
-        org=org, timestamp__gte=lo, timestamp__lt=hi, cost_source__in=[CostSource.PRICED, CostSource.UNPRICED],
+        org=org,
+        timestamp__gte=lo,
+        timestamp__lt=hi,
+        cost_source__in=[CostSource.PRICED, CostSource.UNPRICED],
     ).only(
-        "pk", "model_id", "timestamp", "input_tokens", "cached_input_tokens", "cache_write_tokens",
-        "output_tokens", "cost", "cost_source", "price_id",
+        "pk",
+        "model_id",
+        "timestamp",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "cost",
+        "cost_source",
+        "price_id",
     )
     book = PriceBook.load()
     result = RepriceResult()
@@ -153,8 +174,9 @@ def records_reprice(*, org: Organization, start: date, end: date, progress=None)
             if price is None:
                 cost, source, price_id = Decimal(0), CostSource.UNPRICED, None
             else:
-                tokens = Tokens(record.input_tokens, record.cached_input_tokens, record.cache_write_tokens,
-                                record.output_tokens)
+                tokens = Tokens(
+                    record.input_tokens, record.cached_input_tokens, record.cache_write_tokens, record.output_tokens
+                )
                 cost, source, price_id = cost_of(tokens, price), CostSource.PRICED, price.pk
             result.cost_before += record.cost
             result.cost_after += cost

@@ -124,7 +124,9 @@ class UsageItem(Item):
         if self.usage is not None:
             given = [f for f in TOKEN_FIELDS if getattr(self, f) is not None]
             if given:
-                errors["usage"] = [f"Send either the token fields or a provider usage object, not both ({', '.join(given)})."]
+                errors["usage"] = [
+                    f"Send either the token fields or a provider usage object, not both ({', '.join(given)})."
+                ]
                 return errors
             try:
                 for field, value in tokens_from_provider_usage(self.usage, self.provider).items():

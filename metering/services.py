@@ -58,8 +58,12 @@ class Batch:
 
 
 def ingest_batch(
-    *, org: Organization, api_key: ApiKey | None = None,
-    usage: Sequence = (), activity: Sequence = (), resources: Sequence = (),
+    *,
+    org: Organization,
+    api_key: ApiKey | None = None,
+    usage: Sequence = (),
+    activity: Sequence = (),
+    resources: Sequence = (),
 ) -> IngestResult:
     result = IngestResult()
     batch = Batch()
@@ -68,9 +72,14 @@ def ingest_batch(
             item, errors = parse_item(kind, raw)
             if item is None:
                 item_id = raw.get(ID_FIELDS[kind]) if isinstance(raw, dict) else None
-                result.rejected.append(Rejection(
-                    kind=kind, index=index, id=item_id if isinstance(item_id, str) else None, errors=errors,
-                ))
+                result.rejected.append(
+                    Rejection(
+                        kind=kind,
+                        index=index,
+                        id=item_id if isinstance(item_id, str) else None,
+                        errors=errors,
+                    )
+                )
             else:
                 getattr(batch, kind).append((index, item))
     if not any(batch.items()):
@@ -99,14 +108,22 @@ def _write(org: Organization, api_key: ApiKey | None, batch: Batch) -> tuple[int
     bulk_insert(UsageRecord, usage)
     bulk_insert(ActivityEvent, activity)
     bulk_insert(ResourceUsage, resources)
-    bulk_insert(UsageRecordTag, [
-        UsageRecordTag(record=record, tag_id=dims.tags[name])
-        for record, (_, item) in zip(usage, fresh.usage) for name in set(item.tags)
-    ])
-    bulk_insert(ActivityEventTag, [
-        ActivityEventTag(event=event, tag_id=dims.tags[name])
-        for event, (_, item) in zip(activity, fresh.activity) for name in set(item.tags)
-    ])
+    bulk_insert(
+        UsageRecordTag,
+        [
+            UsageRecordTag(record=record, tag_id=dims.tags[name])
+            for record, (_, item) in zip(usage, fresh.usage, strict=False)
+            for name in set(item.tags)
+        ],
+    )
+    bulk_insert(
+        ActivityEventTag,
+        [
+            ActivityEventTag(event=event, tag_id=dims.tags[name])
+            for event, (_, item) in zip(activity, fresh.activity, strict=False)
+            for name in set(item.tags)
+        ],
+    )
     mark_days_dirty(org, _days_touched(org, fresh))
     return len(usage) + len(activity) + len(resources), duplicates
 
@@ -165,7 +182,8 @@ class Dimensions:
         self.projects = self._named(Project, names("project"))
         repo_project = {item.repository: item.project for item in items if getattr(item, "repository", None)}
         self.repositories = self._named(
-            Repository, set(repo_project),
+            Repository,
+            set(repo_project),
             lambda name: Repository(org=org, name=name, project_id=self.projects.get(repo_project[name])),
         )
         self.agents = self._named(Agent, names("agent"))
@@ -233,7 +251,8 @@ class Dimensions:
         team_of: dict[int, int] = {}
         for user_id, team_id in (
             Membership.teams.through.objects.filter(membership__org=self.org, membership__user_id__in=ids.values())
-            .order_by("team_id").values_list("membership__user_id", "team_id")
+            .order_by("team_id")
+            .values_list("membership__user_id", "team_id")
         ):
             team_of.setdefault(user_id, team_id)
         return ids, team_of
@@ -242,7 +261,9 @@ class Dimensions:
     def _users_by_email(emails: set[str]) -> dict[str, int]:
         if not emails:
             return {}
-        return dict(User.objects.annotate(email_ci=Lower("email")).filter(email_ci__in=emails).values_list("email_ci", "id"))
+        return dict(
+            User.objects.annotate(email_ci=Lower("email")).filter(email_ci__in=emails).values_list("email_ci", "id")
+        )
 
     def _sessions(self, items: list[Item]) -> dict[str, int]:
         """Upsert the batch's sessions, widening first_seen/last_seen to cover its items."""
@@ -253,8 +274,13 @@ class Dimensions:
                 continue
             span = spans.get(sid)
             if span is None:
-                spans[sid] = [item.timestamp, item.timestamp, self.users[item.user],
-                              self.agents.get(item.agent), self.projects.get(item.project)]
+                spans[sid] = [
+                    item.timestamp,
+                    item.timestamp,
+                    self.users[item.user],
+                    self.agents.get(item.agent),
+                    self.projects.get(item.project),
+                ]
             else:
                 span[0], span[1] = min(span[0], item.timestamp), max(span[1], item.timestamp)
         if not spans:
@@ -265,8 +291,15 @@ class Dimensions:
         rows, params = [], []
         for sid, (first, last, user_id, agent_id, project_id) in spans.items():
             rows.append("(%s, %s, %s, %s, %s, %s, %s)")
-            params += [self.org.pk, sid, user_id, agent_id, project_id,
-                       ops.adapt_datetimefield_value(first), ops.adapt_datetimefield_value(last)]
+            params += [
+                self.org.pk,
+                sid,
+                user_id,
+                agent_id,
+                project_id,
+                ops.adapt_datetimefield_value(first),
+                ops.adapt_datetimefield_value(last),
+            ]
         # Django's upsert can only overwrite; widening needs LEAST/GREATEST against the stored row.
         sql = (
             f"INSERT INTO {table} (org_id, session_id, user_id, agent_id, project_id, first_seen, last_seen) "
@@ -289,7 +322,8 @@ class Dimensions:
             team_id = team_id or api_key.default_team_id
             project_id = project_id or api_key.default_project_id
         return {
-            "org": self.org, "user_id": user_id,
+            "org": self.org,
+            "user_id": user_id,
             "team_id": team_id or self.user_teams.get(user_id),
             "project_id": project_id,
             "agent_id": self.agents.get(getattr(item, "agent", None)),
@@ -307,17 +341,31 @@ def _build_usage(org, api_key, items, dims: Dimensions) -> list[UsageRecord]:
             price = book.price_at(model_id, item.timestamp)
             tokens = Tokens(item.input_tokens, item.cached_input_tokens, item.cache_write_tokens, item.output_tokens)
             cost, source = (cost_of(tokens, price), CostSource.PRICED) if price else (0, CostSource.UNPRICED)
-        records.append(UsageRecord(
-            **dims.attribution(item, api_key),
-            request_id=item.request_id, timestamp=item.timestamp, model_id=model_id,
-            provider=item.provider or "", service_type=item.service_type, status=item.status,
-            api_key=api_key, repository_id=dims.repositories.get(item.repository),
-            session_id=dims.sessions.get(item.session_id),
-            input_tokens=item.input_tokens, cached_input_tokens=item.cached_input_tokens,
-            cache_write_tokens=item.cache_write_tokens, output_tokens=item.output_tokens,
-            reasoning_tokens=item.reasoning_tokens, cost=cost, cost_source=source, price=price,
-            duration_ms=item.duration_ms, conversation_id=item.conversation_id or "", metadata=item.metadata,
-        ))
+        records.append(
+            UsageRecord(
+                **dims.attribution(item, api_key),
+                request_id=item.request_id,
+                timestamp=item.timestamp,
+                model_id=model_id,
+                provider=item.provider or "",
+                service_type=item.service_type,
+                status=item.status,
+                api_key=api_key,
+                repository_id=dims.repositories.get(item.repository),
+                session_id=dims.sessions.get(item.session_id),
+                input_tokens=item.input_tokens,
+                cached_input_tokens=item.cached_input_tokens,
+                cache_write_tokens=item.cache_write_tokens,
+                output_tokens=item.output_tokens,
+                reasoning_tokens=item.reasoning_tokens,
+                cost=cost,
+                cost_source=source,
+                price=price,
+                duration_ms=item.duration_ms,
+                conversation_id=item.conversation_id or "",
+                metadata=item.metadata,
+            )
+        )
     return records
 
 
@@ -325,9 +373,14 @@ def _build_activity(org, api_key, items, dims: Dimensions) -> list[ActivityEvent
     return [
         ActivityEvent(
             **dims.attribution(item, api_key),
-            event_id=item.event_id, timestamp=item.timestamp, kind=item.kind,
-            repository_id=dims.repositories.get(item.repository), session_id=dims.sessions.get(item.session_id),
-            lines_added=item.lines_added, lines_removed=item.lines_removed, quantity=item.quantity,
+            event_id=item.event_id,
+            timestamp=item.timestamp,
+            kind=item.kind,
+            repository_id=dims.repositories.get(item.repository),
+            session_id=dims.sessions.get(item.session_id),
+            lines_added=item.lines_added,
+            lines_removed=item.lines_removed,
+            quantity=item.quantity,
             metadata=item.metadata,
         )
         for _, item in items
@@ -338,8 +391,12 @@ def _build_resources(org, api_key, items, dims: Dimensions) -> list[ResourceUsag
     return [
         ResourceUsage(
             **dims.attribution(item, api_key),
-            resource_id=item.resource_id, start=item.start, end=item.end,
-            cpu_cores=item.cpu_cores, ram_gb=item.ram_gb, storage_gb=item.storage_gb,
+            resource_id=item.resource_id,
+            start=item.start,
+            end=item.end,
+            cpu_cores=item.cpu_cores,
+            ram_gb=item.ram_gb,
+            storage_gb=item.storage_gb,
         )
         for _, item in items
     ]
@@ -364,5 +421,7 @@ def mark_days_dirty(org: Organization, days: Iterable[date]) -> None:
     rollup that started before this write knows the day changed again under it."""
     DirtyDay.objects.bulk_create(
         [DirtyDay(org=org, day=day) for day in sorted(days)],
-        update_conflicts=True, unique_fields=["org", "day"], update_fields=["marked_at"],
+        update_conflicts=True,
+        unique_fields=["org", "day"],
+        update_fields=["marked_at"],
     )

@@ -21,7 +21,10 @@ def record(user, team=None):
     """One usage record of `user` in the fixture org, attributed to `team` as at request time."""
     membership = user.memberships.get()
     return UsageRecord.objects.create(
-        org=membership.org, user=user, team=team, request_id=f"r-{next(_ids)}",
+        org=membership.org,
+        user=user,
+        team=team,
+        request_id=f"r-{next(_ids)}",
         timestamp=datetime(2026, 11, 20, tzinfo=timezone.utc),
         model=LLMModel.objects.get_or_create(name="gpt-5")[0],
     )
@@ -108,8 +111,7 @@ def test_a_request_for_an_unknown_org_slug_is_404(org, admin):
 
 
 def api_key(org, owner=None, revoked=False):
-    key = ApiKey(org=org, name="reader", owner=owner, scope_read=True,
-                 revoked_at=djtz.now() if revoked else None)
+    key = ApiKey(org=org, name="reader", owner=owner, scope_read=True, revoked_at=djtz.now() if revoked else None)
     key.set_new_secret()
     key.save()
     return key

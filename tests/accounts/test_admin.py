@@ -72,13 +72,32 @@ def make_org_rows(org: Organization, user: User, llm: LLMModel, price: ModelPric
     key.set_new_secret()
     key.save()
     usage = UsageRecord.objects.create(
-        org=org, timestamp=now, user=user, model=llm, price=price, request_id=f"{org.slug}-r", team=team,
-        project=project, agent=agent, session=session, api_key=key, input_tokens=100, output_tokens=20,
+        org=org,
+        timestamp=now,
+        user=user,
+        model=llm,
+        price=price,
+        request_id=f"{org.slug}-r",
+        team=team,
+        project=project,
+        agent=agent,
+        session=session,
+        api_key=key,
+        input_tokens=100,
+        output_tokens=20,
     )
     UsageRecordTag.objects.create(record=usage, tag=tag)
     return {
-        Organization: org, User: user, Team: team, Membership: membership, Tag: tag, ApiKey: key,
-        Project: project, Agent: agent, Session: session, UsageRecord: usage,
+        Organization: org,
+        User: user,
+        Team: team,
+        Membership: membership,
+        Tag: tag,
+        ApiKey: key,
+        Project: project,
+        Agent: agent,
+        Session: session,
+        UsageRecord: usage,
         Repository: Repository.objects.create(org=org, name=f"{org.slug} repo", project=project),
         ActivityEvent: ActivityEvent.objects.create(
             org=org, timestamp=now, user=user, event_id=f"{org.slug}-e", kind=ActivityKind.COMMIT
@@ -129,7 +148,9 @@ def admin_client_(org_admin):
 def test_every_model_of_accounts_and_metering_has_an_admin():
     through_tables = {"UsageRecordTag", "ActivityEventTag"}
     models = [
-        model for app in ("accounts", "metering") for model in apps.get_app_config(app).get_models()
+        model
+        for app in ("accounts", "metering")
+        for model in apps.get_app_config(app).get_models()
         if model.__name__ not in through_tables
     ]
     assert [label(m) for m in models if m not in django_admin.site._registry] == []
@@ -249,11 +270,18 @@ def test_organization_and_team_pages_show_their_memberships(su_client, org, plat
 
 
 def test_a_user_is_added_with_an_email_and_a_password_twice(su_client):
-    response = su_client.post(url(User, "add"), {
-        "email": "New.Person@Acme.test", "name": "New Person", "usable_password": "true",
-        "password1": PASSWORD, "password2": PASSWORD,
-        "memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0,
-    })
+    response = su_client.post(
+        url(User, "add"),
+        {
+            "email": "New.Person@Acme.test",
+            "name": "New Person",
+            "usable_password": "true",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "memberships-TOTAL_FORMS": 0,
+            "memberships-INITIAL_FORMS": 0,
+        },
+    )
 
     assert response.status_code == 302
     user = User.objects.get(email="new.person@acme.test")
@@ -269,11 +297,20 @@ def test_the_user_change_page_links_to_the_password_form(su_client, member):
 
 
 def test_an_org_admin_adds_a_user_into_their_org(admin_client_, org, platform_team):
-    response = admin_client_.post(url(User, "add"), {
-        "email": "hire@acme.test", "usable_password": "true", "password1": PASSWORD, "password2": PASSWORD,
-        "memberships-TOTAL_FORMS": 1, "memberships-INITIAL_FORMS": 0,
-        "memberships-0-org": org.pk, "memberships-0-role": Role.MEMBER, "memberships-0-teams": [platform_team.pk],
-    })
+    response = admin_client_.post(
+        url(User, "add"),
+        {
+            "email": "hire@acme.test",
+            "usable_password": "true",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "memberships-TOTAL_FORMS": 1,
+            "memberships-INITIAL_FORMS": 0,
+            "memberships-0-org": org.pk,
+            "memberships-0-role": Role.MEMBER,
+            "memberships-0-teams": [platform_team.pk],
+        },
+    )
 
     assert response.status_code == 302
     user = User.objects.get(email="hire@acme.test")

@@ -114,12 +114,15 @@ def test_a_user_of_another_org_is_added_to_this_one(org, outsider):
     assert set(outsider.memberships.values_list("org__slug", flat=True)) == {"acme", "globex"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["nope", "ana@example.com", "--role", "member"], "nope"),
-    (["acme", "ana@example.com", "--role", "owner"], "owner"),
-    (["acme", "not-an-email", "--role", "member"], "not-an-email"),
-    (["acme", "ana@example.com", "--role", "member", "--password", "123"], "too short"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nope", "ana@example.com", "--role", "member"], "nope"),
+        (["acme", "ana@example.com", "--role", "owner"], "owner"),
+        (["acme", "not-an-email", "--role", "member"], "not-an-email"),
+        (["acme", "ana@example.com", "--role", "member", "--password", "123"], "too short"),
+    ],
+)
 def test_bad_input_is_refused_and_nothing_is_stored(org, args, message):
     with pytest.raises(CommandError, match=message):
         run("create_user", *args)
@@ -148,8 +151,9 @@ def test_the_database_holds_only_a_hash_of_the_secret(org):
 
 
 def test_scopes_and_owner_are_set_as_asked(org, manager):
-    full_key = run("create_api_key", "acme", "Dash", "--scope", "read", "--scope", "ingest",
-                   "--user", "Manager@Acme.test").splitlines()[-1]
+    full_key = run(
+        "create_api_key", "acme", "Dash", "--scope", "read", "--scope", "ingest", "--user", "Manager@Acme.test"
+    ).splitlines()[-1]
     key = api_key_authenticate(presented=full_key)
     assert (key.scopes, key.owner) == (["ingest", "read"], manager)
 
@@ -165,11 +169,14 @@ def test_each_run_creates_a_new_key(org):
     assert first != second and ApiKey.objects.count() == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["nope", "CI"], "nope"),
-    (["acme", "CI", "--user", "outsider@globex.test"], "not a member"),
-    (["acme", "CI", "--scope", "write"], "write"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nope", "CI"], "nope"),
+        (["acme", "CI", "--user", "outsider@globex.test"], "not a member"),
+        (["acme", "CI", "--scope", "write"], "write"),
+    ],
+)
 def test_a_bad_org_user_or_scope_is_refused_and_no_key_is_made(org, outsider, args, message):
     with pytest.raises(CommandError, match=message):
         run("create_api_key", *args)

@@ -31,8 +31,15 @@ def price(llm):
 @pytest.fixture
 def record(org, member, llm, price):
     record = UsageRecord.objects.create(
-        org=org, timestamp=T0, user=member, model=llm, price=price, request_id="req-1",
-        input_tokens=1000, output_tokens=200, cost=Decimal("0.006"),
+        org=org,
+        timestamp=T0,
+        user=member,
+        model=llm,
+        price=price,
+        request_id="req-1",
+        input_tokens=1000,
+        output_tokens=200,
+        cost=Decimal("0.006"),
     )
     UsageRecordTag.objects.create(record=record, tag=Tag.objects.create(org=org, name="nightly"))
     return record
@@ -116,8 +123,13 @@ def test_an_org_admin_sees_their_orgs_usage_only(admin_client_, record, other_or
 
 def test_model_prices_are_edited_in_the_list(su_client, price):
     data = {
-        "form-TOTAL_FORMS": 1, "form-INITIAL_FORMS": 1, "form-0-id": price.pk,
-        "form-0-input": "2.5", "form-0-cached_input": "0.25", "form-0-cache_write": "3.125", "form-0-output": "10",
+        "form-TOTAL_FORMS": 1,
+        "form-INITIAL_FORMS": 1,
+        "form-0-id": price.pk,
+        "form-0-input": "2.5",
+        "form-0-cached_input": "0.25",
+        "form-0-cache_write": "3.125",
+        "form-0-output": "10",
         "_save": "Save",
     }
 
@@ -126,16 +138,24 @@ def test_model_prices_are_edited_in_the_list(su_client, price):
     assert response.status_code == 302
     price.refresh_from_db()
     assert (price.input, price.cached_input, price.cache_write, price.output) == (
-        Decimal("2.5"), Decimal("0.25"), Decimal("3.125"), Decimal("10")
+        Decimal("2.5"),
+        Decimal("0.25"),
+        Decimal("3.125"),
+        Decimal("10"),
     )
 
 
 def test_a_price_records_were_costed_at_cannot_change_under_them(su_client, price, record):
     UsageRecord.objects.filter(pk=record.pk).update(price=price, cost=Decimal("0.5"))
     data = {
-        "form-TOTAL_FORMS": 1, "form-INITIAL_FORMS": 1, "form-0-id": price.pk,
-        "form-0-input": "99", "form-0-cached_input": price.cached_input, "form-0-cache_write": price.cache_write,
-        "form-0-output": price.output, "_save": "Save",
+        "form-TOTAL_FORMS": 1,
+        "form-INITIAL_FORMS": 1,
+        "form-0-id": price.pk,
+        "form-0-input": "99",
+        "form-0-cached_input": price.cached_input,
+        "form-0-cache_write": price.cache_write,
+        "form-0-output": price.output,
+        "_save": "Save",
     }
 
     response = su_client.post(url(ModelPrice, "changelist"), data)

@@ -43,8 +43,14 @@ def sonnet(db):
     # The default price list has this model; replace its prices with the test's own.
     model = LLMModel.objects.get_or_create(name="claude-sonnet-4-5", defaults={"provider": "anthropic"})[0]
     model.prices.all().delete()
-    ModelPrice.objects.create(model=model, effective_from=date(2026, 1, 1), input=Decimal(3),
-                              cached_input=Decimal("0.3"), cache_write=Decimal("3.75"), output=Decimal(15))
+    ModelPrice.objects.create(
+        model=model,
+        effective_from=date(2026, 1, 1),
+        input=Decimal(3),
+        cached_input=Decimal("0.3"),
+        cache_write=Decimal("3.75"),
+        output=Decimal(15),
+    )
     return model
 
 
@@ -55,24 +61,55 @@ def post(client, key, body, **extra):
 
 
 def usage(n=0, **fields):
-    return {"request_id": f"req-{n}", "timestamp": "2026-11-20T10:00:00+01:00", "user": "ana@example.com",
-            "model": "claude-sonnet-4-5", "input_tokens": 1000, "output_tokens": 200, **fields}
+    return {
+        "request_id": f"req-{n}",
+        "timestamp": "2026-11-20T10:00:00+01:00",
+        "user": "ana@example.com",
+        "model": "claude-sonnet-4-5",
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        **fields,
+    }
 
 
 def test_a_valid_batch_is_stored_and_counted(client, org, ingest_key, sonnet):
     body = {
-        "usage": [usage(1, cached_input_tokens=400, team="Platform", project="Atlas", tags=["prod", "ci"]),
-                  usage(2, user="bob@example.com")],
-        "activity": [{"event_id": "e-1", "timestamp": "2026-11-20T09:12:00+01:00", "kind": "diff_accepted",
-                      "user": "ana@example.com", "lines_added": 12, "lines_removed": 3}],
-        "resources": [{"resource_id": "w-1", "start": "2026-11-20T08:00:00Z", "end": "2026-11-20T09:00:00Z",
-                       "agent": "QA", "cpu_cores": 2, "ram_gb": "4.5", "storage_gb": 10}],
+        "usage": [
+            usage(1, cached_input_tokens=400, team="Platform", project="Atlas", tags=["prod", "ci"]),
+            usage(2, user="bob@example.com"),
+        ],
+        "activity": [
+            {
+                "event_id": "e-1",
+                "timestamp": "2026-11-20T09:12:00+01:00",
+                "kind": "diff_accepted",
+                "user": "ana@example.com",
+                "lines_added": 12,
+                "lines_removed": 3,
+            }
+        ],
+        "resources": [
+            {
+                "resource_id": "w-1",
+                "start": "2026-11-20T08:00:00Z",
+                "end": "2026-11-20T09:00:00Z",
+                "agent": "QA",
+                "cpu_cores": 2,
+                "ram_gb": "4.5",
+                "storage_gb": 10,
+            }
+        ],
     }
     response = post(client, ingest_key, body)
     assert response.status_code == 200, response.content
     assert response.json() == {"accepted": 4, "duplicates": 0, "rejected": []}
     record = UsageRecord.objects.get(request_id="req-1")
-    assert (record.org, record.user.email, record.team.name, record.project.name) == (org, "ana@example.com", "Platform", "Atlas")
+    assert (record.org, record.user.email, record.team.name, record.project.name) == (
+        org,
+        "ana@example.com",
+        "Platform",
+        "Atlas",
+    )
     assert sorted(record.tags.values_list("name", flat=True)) == ["ci", "prod"]
     assert record.timestamp == datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
     assert ActivityEvent.objects.get().lines_added == 12
@@ -83,7 +120,11 @@ def test_records_are_priced_at_the_price_in_force_and_remember_it(client, ingest
     post(client, ingest_key, {"usage": [usage(1, cached_input_tokens=400, cache_write_tokens=100, output_tokens=200)]})
     record = UsageRecord.objects.get()
     # 500 fresh input × $3 + 400 cached × $0.30 + 100 written × $3.75 + 200 output × $15, per million
-    assert record.cost == (Decimal(500 * 3) + Decimal(400) * Decimal("0.3") + Decimal(100) * Decimal("3.75") + Decimal(200 * 15)) / 10**6
+    assert (
+        record.cost
+        == (Decimal(500 * 3) + Decimal(400) * Decimal("0.3") + Decimal(100) * Decimal("3.75") + Decimal(200 * 15))
+        / 10**6
+    )
     assert (record.cost_source, record.price) == (CostSource.PRICED, sonnet.prices.get())
 
 
@@ -102,9 +143,13 @@ def test_a_model_without_a_price_is_stored_at_zero_and_flagged(client, ingest_ke
 
 
 def test_a_resent_batch_stores_nothing_new_and_reports_every_item_as_duplicate(client, ingest_key, sonnet):
-    body = {"usage": [usage(1), usage(2)],
-            "activity": [{"event_id": "e-1", "timestamp": "2026-11-20T09:00:00Z", "kind": "commit", "user": "ana@example.com"}],
-            "resources": [{"resource_id": "w-1", "start": "2026-11-20T08:00:00Z", "end": "2026-11-20T09:00:00Z"}]}
+    body = {
+        "usage": [usage(1), usage(2)],
+        "activity": [
+            {"event_id": "e-1", "timestamp": "2026-11-20T09:00:00Z", "kind": "commit", "user": "ana@example.com"}
+        ],
+        "resources": [{"resource_id": "w-1", "start": "2026-11-20T08:00:00Z", "end": "2026-11-20T09:00:00Z"}],
+    }
     assert post(client, ingest_key, body).json()["accepted"] == 4
     assert post(client, ingest_key, body).json() == {"accepted": 0, "duplicates": 4, "rejected": []}
     assert (UsageRecord.objects.count(), ActivityEvent.objects.count(), ResourceUsage.objects.count()) == (2, 1, 1)
@@ -130,11 +175,30 @@ def test_the_same_request_id_in_another_org_is_a_different_record(client, ingest
 def test_queries_do_not_grow_with_the_batch_size(client, ingest_key, sonnet):
     def queries_for(n, offset):
         # Every call names new users, teams, projects, ... so both create the same kinds of rows.
-        items = [usage(offset + i, user=f"u{offset + i}@example.com", project=f"p{offset}-{i % 7}",
-                       agent=f"a{offset}-{i % 3}", repository=f"r{offset}-{i % 4}", session_id=f"s{offset + i}",
-                       tags=[f"t{offset}-{i % 5}"], team=f"T{offset}-{i % 2}", model=f"m{offset}") for i in range(n)]
-        activity = [{"event_id": f"e{offset + i}", "timestamp": "2026-11-20T09:00:00Z", "kind": "agent_run",
-                     "user": f"u{offset + i}@example.com", "session_id": f"s{offset + i}"} for i in range(n)]
+        items = [
+            usage(
+                offset + i,
+                user=f"u{offset + i}@example.com",
+                project=f"p{offset}-{i % 7}",
+                agent=f"a{offset}-{i % 3}",
+                repository=f"r{offset}-{i % 4}",
+                session_id=f"s{offset + i}",
+                tags=[f"t{offset}-{i % 5}"],
+                team=f"T{offset}-{i % 2}",
+                model=f"m{offset}",
+            )
+            for i in range(n)
+        ]
+        activity = [
+            {
+                "event_id": f"e{offset + i}",
+                "timestamp": "2026-11-20T09:00:00Z",
+                "kind": "agent_run",
+                "user": f"u{offset + i}@example.com",
+                "session_id": f"s{offset + i}",
+            }
+            for i in range(n)
+        ]
         with CaptureQueriesContext(connection) as ctx:
             assert post(client, ingest_key, {"usage": items, "activity": activity}).json()["accepted"] == 2 * n
         return len(ctx.captured_queries)
@@ -145,8 +209,17 @@ def test_queries_do_not_grow_with_the_batch_size(client, ingest_key, sonnet):
 
 
 def test_unknown_users_become_members_without_a_login(client, org, ingest_key, member, sonnet):
-    post(client, ingest_key, {"usage": [usage(1, user="New.Person@Example.com"), usage(2, user="emp-4711"),
-                                        usage(3, user=member.email.upper())]})
+    post(
+        client,
+        ingest_key,
+        {
+            "usage": [
+                usage(1, user="New.Person@Example.com"),
+                usage(2, user="emp-4711"),
+                usage(3, user=member.email.upper()),
+            ]
+        },
+    )
     newcomer = User.objects.get(email="new.person@example.com")
     assert not newcomer.has_usable_password()
     by_external_id = Membership.objects.get(org=org, external_id="emp-4711")
@@ -156,7 +229,9 @@ def test_unknown_users_become_members_without_a_login(client, org, ingest_key, m
     assert Membership.objects.get(org=org, user=newcomer).role == Role.MEMBER
 
 
-def test_a_records_team_defaults_to_its_users_team_and_keeps_it(client, org, ingest_key, member, platform_team, web_team, sonnet):
+def test_a_records_team_defaults_to_its_users_team_and_keeps_it(
+    client, org, ingest_key, member, platform_team, web_team, sonnet
+):
     post(client, ingest_key, {"usage": [usage(1, user=member.email)]})
     membership = member.memberships.get()
     membership.teams.set([web_team])
@@ -179,50 +254,97 @@ def test_a_keys_defaults_fill_in_team_and_project(client, org, web_team, sonnet)
     "provider, usage_object, expected",
     [
         # OpenAI Chat Completions: prompt tokens already include cached ones.
-        ("openai", {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
-                    "prompt_tokens_details": {"cached_tokens": 1000},
-                    "completion_tokens_details": {"reasoning_tokens": 120}},
-         (1200, 1000, 0, 300, 120)),
+        (
+            "openai",
+            {
+                "prompt_tokens": 1200,
+                "completion_tokens": 300,
+                "total_tokens": 1500,
+                "prompt_tokens_details": {"cached_tokens": 1000},
+                "completion_tokens_details": {"reasoning_tokens": 120},
+            },
+            (1200, 1000, 0, 300, 120),
+        ),
         # OpenAI Responses API.
-        ("openai", {"input_tokens": 900, "output_tokens": 80, "input_tokens_details": {"cached_tokens": 512},
-                    "output_tokens_details": {"reasoning_tokens": 64}, "total_tokens": 980},
-         (900, 512, 0, 80, 64)),
+        (
+            "openai",
+            {
+                "input_tokens": 900,
+                "output_tokens": 80,
+                "input_tokens_details": {"cached_tokens": 512},
+                "output_tokens_details": {"reasoning_tokens": 64},
+                "total_tokens": 980,
+            },
+            (900, 512, 0, 80, 64),
+        ),
         # Anthropic reports cache reads and writes outside input_tokens.
-        ("anthropic", {"input_tokens": 50, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 300,
-                       "output_tokens": 400},
-         (2350, 2000, 300, 400, 0)),
+        (
+            "anthropic",
+            {
+                "input_tokens": 50,
+                "cache_read_input_tokens": 2000,
+                "cache_creation_input_tokens": 300,
+                "output_tokens": 400,
+            },
+            (2350, 2000, 300, 400, 0),
+        ),
         (None, {"input_tokens": 7, "cache_read_input_tokens": 10, "output_tokens": 1}, (17, 10, 0, 1, 0)),
     ],
 )
-def test_provider_usage_objects_are_converted_to_our_convention(client, ingest_key, sonnet, provider, usage_object, expected):
+def test_provider_usage_objects_are_converted_to_our_convention(
+    client, ingest_key, sonnet, provider, usage_object, expected
+):
     item = {k: v for k, v in usage(1, usage=usage_object).items() if k not in ("input_tokens", "output_tokens")}
     if provider:
         item["provider"] = provider
     assert post(client, ingest_key, {"usage": [item]}).status_code == 200
     record = UsageRecord.objects.get()
-    assert (record.input_tokens, record.cached_input_tokens, record.cache_write_tokens,
-            record.output_tokens, record.reasoning_tokens) == expected
+    assert (
+        record.input_tokens,
+        record.cached_input_tokens,
+        record.cache_write_tokens,
+        record.output_tokens,
+        record.reasoning_tokens,
+    ) == expected
 
 
 def test_sessions_span_every_record_and_event_across_batches(client, ingest_key, sonnet):
     post(client, ingest_key, {"usage": [usage(1, session_id="s-1", timestamp="2026-11-20T10:00:00Z", agent="QA")]})
-    post(client, ingest_key, {
-        "usage": [usage(2, session_id="s-1", timestamp="2026-11-20T10:30:00Z")],
-        "activity": [{"event_id": "e-1", "timestamp": "2026-11-20T09:45:00Z", "kind": "session_start",
-                      "user": "ana@example.com", "session_id": "s-1"}],
-    })
+    post(
+        client,
+        ingest_key,
+        {
+            "usage": [usage(2, session_id="s-1", timestamp="2026-11-20T10:30:00Z")],
+            "activity": [
+                {
+                    "event_id": "e-1",
+                    "timestamp": "2026-11-20T09:45:00Z",
+                    "kind": "session_start",
+                    "user": "ana@example.com",
+                    "session_id": "s-1",
+                }
+            ],
+        },
+    )
     session = Session.objects.get()
-    assert (session.first_seen.isoformat(), session.last_seen.isoformat()) == ("2026-11-20T09:45:00+00:00", "2026-11-20T10:30:00+00:00")
+    assert (session.first_seen.isoformat(), session.last_seen.isoformat()) == (
+        "2026-11-20T09:45:00+00:00",
+        "2026-11-20T10:30:00+00:00",
+    )
     assert session.agent.name == "QA"
     assert UsageRecord.objects.filter(session=session).count() == 2
 
 
 def test_ingestion_marks_the_org_local_days_it_touches(client, org, ingest_key, sonnet):
     # 23:30 UTC on the 19th is already the 20th in Berlin (the org's zone).
-    post(client, ingest_key, {
-        "usage": [usage(1, timestamp="2026-11-19T23:30:00Z")],
-        "resources": [{"resource_id": "w-1", "start": "2026-11-17T12:00:00Z", "end": "2026-11-18T12:00:00Z"}],
-    })
+    post(
+        client,
+        ingest_key,
+        {
+            "usage": [usage(1, timestamp="2026-11-19T23:30:00Z")],
+            "resources": [{"resource_id": "w-1", "start": "2026-11-17T12:00:00Z", "end": "2026-11-18T12:00:00Z"}],
+        },
+    )
     days = set(DirtyDay.objects.filter(org=org).values_list("day", flat=True))
     assert days == {date(2026, 11, 20), date(2026, 11, 17), date(2026, 11, 18)}
 
@@ -279,8 +401,10 @@ def test_a_bad_item_is_rejected_with_its_field_and_stores_nothing(client, ingest
 
 def test_bad_activity_and_resource_items_are_rejected_on_their_own(client, ingest_key):
     body = {
-        "activity": [{"event_id": "e-1", "timestamp": "2026-11-20T09:00:00Z", "kind": "daydream", "user": "a@example.com"},
-                     "not an object"],
+        "activity": [
+            {"event_id": "e-1", "timestamp": "2026-11-20T09:00:00Z", "kind": "daydream", "user": "a@example.com"},
+            "not an object",
+        ],
         "resources": [{"resource_id": "w-1", "start": "2026-11-20T09:00:00Z", "end": "2026-11-20T08:00:00Z"}],
     }
     response = post(client, ingest_key, body)
@@ -371,7 +495,9 @@ def test_the_key_records_when_it_was_last_used(client, org, ingest_key):
 def test_the_openapi_schema_describes_the_ingest_body(client):
     schema = client.get("/api/v1/openapi.json").json()
     operation = schema["paths"]["/api/v1/ingest"]["post"]
-    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/IngestBody"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/IngestBody"
+    }
     assert set(operation["responses"]) >= {"200", "207", "400", "401", "403", "413", "429", "503"}
     usage_item = schema["components"]["schemas"]["UsageItem"]
     assert set(usage_item["required"]) == {"request_id", "timestamp", "user", "model"}
@@ -386,8 +512,9 @@ def test_a_lost_database_is_503_with_retry_after_and_stores_nothing(client, inge
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
     params = connection.get_connection_params()
-    with psycopg.connect(**{k: v for k, v in params.items() if k in ("host", "port", "user", "dbname", "password")},
-                         autocommit=True) as admin_connection:
+    with psycopg.connect(
+        **{k: v for k, v in params.items() if k in ("host", "port", "user", "dbname", "password")}, autocommit=True
+    ) as admin_connection:
         admin_connection.execute("SELECT pg_terminate_backend(%s)", [pid])
     response = post(client, ingest_key, {"usage": [usage(1)]})
     assert response.status_code == 503
@@ -406,16 +533,23 @@ def test_nul_characters_are_rejected_not_a_server_error(client, ingest_key, fiel
 
 
 def test_text_postgresql_cannot_store_is_rejected_inside_metadata_too(client, ingest_key):
-    body = '{"usage": [%s, %s]}' % (json.dumps(usage(1, metadata={"note": "a\u0000b"})),
-                                   json.dumps(usage(2))[:-1] + ', "project": "\\ud800"}')
+    body = '{"usage": [%s, %s]}' % (
+        json.dumps(usage(1, metadata={"note": "a\u0000b"})),
+        json.dumps(usage(2))[:-1] + ', "project": "\\ud800"}',
+    )
     response = post(client, ingest_key, body)
     assert response.status_code == 207
     assert [list(r["errors"]) for r in response.json()["rejected"]] == [["metadata"], ["project"]]
 
 
 def test_resource_quantities_beyond_their_columns_are_rejected(client, ingest_key):
-    item = {"resource_id": "w-1", "start": "2026-11-20T08:00:00Z", "end": "2026-11-20T09:00:00Z",
-            "cpu_cores": "123456789.5", "ram_gb": "0.00001"}
+    item = {
+        "resource_id": "w-1",
+        "start": "2026-11-20T08:00:00Z",
+        "end": "2026-11-20T09:00:00Z",
+        "cpu_cores": "123456789.5",
+        "ram_gb": "0.00001",
+    }
     errors = post(client, ingest_key, {"resources": [item]}).json()["rejected"][0]["errors"]
     assert set(errors) == {"cpu_cores", "ram_gb"}
 

@@ -25,9 +25,19 @@ def llm(db):
 
 @pytest.fixture
 def record_fields(org, member, llm):
-    return dict(org=org, user=member, model=llm, timestamp=T0, request_id="r-1",
-                input_tokens=1000, cached_input_tokens=200, cache_write_tokens=100,
-                output_tokens=300, reasoning_tokens=50, cost=Decimal("0.01"))
+    return dict(
+        org=org,
+        user=member,
+        model=llm,
+        timestamp=T0,
+        request_id="r-1",
+        input_tokens=1000,
+        cached_input_tokens=200,
+        cache_write_tokens=100,
+        output_tokens=300,
+        reasoning_tokens=50,
+        cost=Decimal("0.01"),
+    )
 
 
 def refused(table, **fields):
@@ -83,8 +93,16 @@ def test_the_database_refuses_bad_activity_events(org, member):
 
 
 def test_the_database_refuses_bad_resource_usage(org, member):
-    fields = dict(org=org, user=member, resource_id="w-1", start=T0, end=T0 + timedelta(minutes=5),
-                  cpu_cores=Decimal(2), ram_gb=Decimal(4), storage_gb=Decimal(10))
+    fields = dict(
+        org=org,
+        user=member,
+        resource_id="w-1",
+        start=T0,
+        end=T0 + timedelta(minutes=5),
+        cpu_cores=Decimal(2),
+        ram_gb=Decimal(4),
+        storage_gb=Decimal(10),
+    )
     ResourceUsage.objects.create(**fields)
     assert refused(ResourceUsage, **fields)  # duplicate resource id
     assert refused(ResourceUsage, **{**fields, "resource_id": "w-2", "end": T0})

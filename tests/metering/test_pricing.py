@@ -10,10 +10,22 @@ from metering.pricing import PriceBook, Tokens, cost_of
 @pytest.fixture
 def sonnet(db):
     model = LLMModel.objects.create(name="test-sonnet", provider="anthropic")
-    ModelPrice.objects.create(model=model, effective_from=date(2026, 1, 1), input=Decimal(3),
-                              cached_input=Decimal("0.3"), cache_write=Decimal("3.75"), output=Decimal(15))
-    ModelPrice.objects.create(model=model, effective_from=date(2026, 6, 1), input=Decimal(2),
-                              cached_input=Decimal("0.2"), cache_write=Decimal("2.5"), output=Decimal(10))
+    ModelPrice.objects.create(
+        model=model,
+        effective_from=date(2026, 1, 1),
+        input=Decimal(3),
+        cached_input=Decimal("0.3"),
+        cache_write=Decimal("3.75"),
+        output=Decimal(15),
+    )
+    ModelPrice.objects.create(
+        model=model,
+        effective_from=date(2026, 6, 1),
+        input=Decimal(2),
+        cached_input=Decimal("0.2"),
+        cache_write=Decimal("2.5"),
+        output=Decimal(10),
+    )
     return model
 
 
@@ -31,7 +43,7 @@ def test_cached_reads_and_cache_writes_are_billed_at_their_own_rates(sonnet):
     price = sonnet.prices.get(effective_from=date(2026, 1, 1))
     tokens = Tokens(input=10_000, cached_input=6_000, cache_write=1_000, output=2_000)
     # 3,000 fresh input at $3/M + 6,000 cached at $0.30/M + 1,000 written at $3.75/M + 2,000 output at $15/M
-    expected = (Decimal("0.009") + Decimal("0.0018") + Decimal("0.00375") + Decimal("0.03"))
+    expected = Decimal("0.009") + Decimal("0.0018") + Decimal("0.00375") + Decimal("0.03")
     assert cost_of(tokens, price) == expected
 
 

@@ -50,26 +50,82 @@ def snapshot() -> dict[str, list[tuple]]:
     """The demo's rows by natural key: primary keys differ between runs, these must not."""
     org = demo_org()
     return {
-        "records": list(UsageRecord.objects.filter(org=org).order_by("request_id").values_list(
-            "request_id", "timestamp", "user__email", "team__name", "project__name", "repository__name",
-            "agent__name", "session__session_id", "model__name", "service_type", "status", "input_tokens",
-            "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost",
-            "api_key__name", "conversation_id",
-        )),
-        "record tags": sorted(UsageRecord.objects.filter(org=org).exclude(tags=None)
-                              .values_list("request_id", "tags__name")),
-        "events": list(ActivityEvent.objects.filter(org=org).order_by("event_id").values_list(
-            "event_id", "timestamp", "kind", "user__email", "session__session_id", "lines_added", "lines_removed",
-        )),
-        "sessions": list(Session.objects.filter(org=org).order_by("session_id").values_list(
-            "session_id", "user__email", "agent__name", "project__name", "first_seen", "last_seen",
-        )),
-        "resources": list(ResourceUsage.objects.filter(org=org).order_by("resource_id").values_list(
-            "resource_id", "start", "end", "user__email", "agent__name", "cpu_cores", "ram_gb", "storage_gb",
-        )),
-        "people": sorted(Membership.objects.filter(org=org).values_list(
-            "user__email", "user__name", "role", "external_id", "teams__name",
-        )),
+        "records": list(
+            UsageRecord.objects.filter(org=org)
+            .order_by("request_id")
+            .values_list(
+                "request_id",
+                "timestamp",
+                "user__email",
+                "team__name",
+                "project__name",
+                "repository__name",
+                "agent__name",
+                "session__session_id",
+                "model__name",
+                "service_type",
+                "status",
+                "input_tokens",
+                "cached_input_tokens",
+                "cache_write_tokens",
+                "output_tokens",
+                "reasoning_tokens",
+                "cost",
+                "api_key__name",
+                "conversation_id",
+            )
+        ),
+        "record tags": sorted(
+            UsageRecord.objects.filter(org=org).exclude(tags=None).values_list("request_id", "tags__name")
+        ),
+        "events": list(
+            ActivityEvent.objects.filter(org=org)
+            .order_by("event_id")
+            .values_list(
+                "event_id",
+                "timestamp",
+                "kind",
+                "user__email",
+                "session__session_id",
+                "lines_added",
+                "lines_removed",
+            )
+        ),
+        "sessions": list(
+            Session.objects.filter(org=org)
+            .order_by("session_id")
+            .values_list(
+                "session_id",
+                "user__email",
+                "agent__name",
+                "project__name",
+                "first_seen",
+                "last_seen",
+            )
+        ),
+        "resources": list(
+            ResourceUsage.objects.filter(org=org)
+            .order_by("resource_id")
+            .values_list(
+                "resource_id",
+                "start",
+                "end",
+                "user__email",
+                "agent__name",
+                "cpu_cores",
+                "ram_gb",
+                "storage_gb",
+            )
+        ),
+        "people": sorted(
+            Membership.objects.filter(org=org).values_list(
+                "user__email",
+                "user__name",
+                "role",
+                "external_id",
+                "teams__name",
+            )
+        ),
     }
 
 
@@ -93,8 +149,11 @@ def test_another_seed_gives_other_data(db, frozen):
 def test_it_creates_the_three_logins_with_working_passwords_and_prints_them(db, frozen, client):
     out = seed()
 
-    for email, password in (("admin@example.com", "admin"), ("manager@example.com", "manager"),
-                            ("member@example.com", "member")):
+    for email, password in (
+        ("admin@example.com", "admin"),
+        ("manager@example.com", "manager"),
+        ("member@example.com", "member"),
+    ):
         assert f"{email}" in out and f"password {password}" in out
         assert client.login(email=email, password=password), email
         client.logout()
@@ -122,7 +181,8 @@ def test_the_other_people_appear_in_the_data_but_cannot_log_in(db, frozen):
     assert others.count() == SMALL["users"] - 3
     assert all(u.email.endswith("@demo.example") and u.name and not u.has_usable_password() for u in others)
     assert set(UsageRecord.objects.filter(org=demo_org()).values_list("user__email", flat=True)) > {
-        "member@example.com", "manager@example.com",
+        "member@example.com",
+        "manager@example.com",
     }
 
 
@@ -139,8 +199,10 @@ def test_every_record_costs_its_tokens_at_the_price_in_force_at_its_time(db, fro
         assert record.cost_source == "priced"
         fresh = record.input_tokens - record.cached_input_tokens - record.cache_write_tokens
         expected = (
-            fresh * in_force.input + record.cached_input_tokens * in_force.cached_input
-            + record.cache_write_tokens * in_force.cache_write + record.output_tokens * in_force.output
+            fresh * in_force.input
+            + record.cached_input_tokens * in_force.cached_input
+            + record.cache_write_tokens * in_force.cache_write
+            + record.output_tokens * in_force.output
         ) / Decimal(1_000_000)
         assert record.cost == expected.quantize(Decimal("0.0000000001")), record.request_id
 
@@ -152,8 +214,11 @@ def test_the_tokens_keep_the_convention_and_prompt_caching_shows(db, frozen):
     assert records.filter(provider="anthropic", cache_write_tokens__gt=0).exists()
     assert not records.filter(provider__in=["openai", "google"], cache_write_tokens__gt=0).exists()
     totals = records.aggregate(
-        input=Sum("input_tokens"), cached=Sum("cached_input_tokens"), written=Sum("cache_write_tokens"),
-        output=Sum("output_tokens"), reasoning=Sum("reasoning_tokens"),
+        input=Sum("input_tokens"),
+        cached=Sum("cached_input_tokens"),
+        written=Sum("cache_write_tokens"),
+        output=Sum("output_tokens"),
+        reasoning=Sum("reasoning_tokens"),
     )
     assert 0.5 < totals["cached"] / totals["input"] < 0.95
     assert totals["written"] > 0 and 0 < totals["reasoning"] < totals["output"]
@@ -162,7 +227,8 @@ def test_the_tokens_keep_the_convention_and_prompt_caching_shows(db, frozen):
 def test_about_two_percent_of_requests_fail(db, frozen):
     seed()
     counts = UsageRecord.objects.filter(org=demo_org()).aggregate(
-        all=Count("id"), failed=Count("id", filter=Q(status=Status.ERROR)),
+        all=Count("id"),
+        failed=Count("id", filter=Q(status=Status.ERROR)),
     )
     assert 0.01 <= counts["failed"] / counts["all"] <= 0.03
 
@@ -188,8 +254,13 @@ def test_sessions_span_their_records_and_events(db, frozen):
     assert sessions.exists()
     spans = {}
     for model in (UsageRecord, ActivityEvent):
-        for row in model.objects.filter(org=org, session__isnull=False).values("session_id").annotate(
-            first=Min("timestamp"), last=Max("timestamp"),
+        for row in (
+            model.objects.filter(org=org, session__isnull=False)
+            .values("session_id")
+            .annotate(
+                first=Min("timestamp"),
+                last=Max("timestamp"),
+            )
         ):
             first, last = spans.get(row["session_id"], (row["first"], row["last"]))
             spans[row["session_id"]] = (min(first, row["first"]), max(last, row["last"]))
@@ -205,7 +276,10 @@ def test_records_carry_the_users_team_and_their_projects_repository(db, frozen):
     org = demo_org()
     team_of = {m.user_id: set(m.teams.values_list("pk", flat=True)) for m in Membership.objects.filter(org=org)}
     for user_id, team_id, project_id, repo_project_id in UsageRecord.objects.filter(org=org).values_list(
-        "user_id", "team_id", "project_id", "repository__project_id",
+        "user_id",
+        "team_id",
+        "project_id",
+        "repository__project_id",
     ):
         assert team_id in team_of[user_id]
         assert repo_project_id in (None, project_id)

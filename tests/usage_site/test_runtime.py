@@ -12,14 +12,18 @@ from usage_site.celery import app as celery_app
 
 @pytest.mark.django_db(transaction=True)
 def test_the_asgi_app_serves_http():
-    response = async_to_sync(HttpCommunicator(application, "GET", "/admin/login/", headers=[(b"host", b"127.0.0.1")]).get_response)()
+    response = async_to_sync(
+        HttpCommunicator(application, "GET", "/admin/login/", headers=[(b"host", b"127.0.0.1")]).get_response
+    )()
     assert response["status"] == 200
     assert b"csrfmiddlewaretoken" in response["body"]
 
 
 def test_the_asgi_app_refuses_websockets_from_foreign_origins():
     async def connect():
-        communicator = WebsocketCommunicator(application, "/ws/anything/", headers=[(b"origin", b"https://evil.example")])
+        communicator = WebsocketCommunicator(
+            application, "/ws/anything/", headers=[(b"origin", b"https://evil.example")]
+        )
         connected, _ = await communicator.connect()
         await communicator.disconnect()
         return connected

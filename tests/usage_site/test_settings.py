@@ -24,8 +24,12 @@ def manage(*args, **env):
     """Run manage.py in a fresh process, so settings are read from this environment alone."""
     clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -47,7 +51,9 @@ def test_a_misspelt_boolean_stops_the_process():
     assert "DEBUG='ture' is not a boolean" in result.stderr
 
 
-@pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False), ("", False)])
+@pytest.mark.parametrize(
+    "raw, expected", [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False), ("", False)]
+)
 def test_booleans_read_every_usual_spelling(monkeypatch, raw, expected):
     monkeypatch.setenv("TALLY_TEST_FLAG", raw)
     assert env_bool("TALLY_TEST_FLAG") is expected

@@ -17,7 +17,10 @@ class Command(BaseCommand):
         parser.add_argument("email")
         parser.add_argument("--role", required=True, choices=Role.values)
         parser.add_argument(
-            "--team", action="append", default=[], dest="teams",
+            "--team",
+            action="append",
+            default=[],
+            dest="teams",
             help="a team to put them in (repeatable; created if missing). Their teams become exactly these.",
         )
         parser.add_argument("--password", help="set their password (otherwise left as it is)")
@@ -28,15 +31,19 @@ class Command(BaseCommand):
             raise CommandError(f"No org with slug {org!r}; create it first with `manage.py create_org`.")
         try:
             membership, created = user_create_or_update(
-                org=org_row, email=email, role=role, teams=teams, password=password,
+                org=org_row,
+                email=email,
+                role=role,
+                teams=teams,
+                password=password,
             )
         except ValidationError as exc:
             raise CommandError(f"User not saved: {validation_message(exc)}") from None
         user = membership.user
         team_names = ", ".join(sorted(t.name for t in membership.teams.all())) or "no team"
         verb = "Created" if created else "Updated"
-        self.stdout.write(self.style.SUCCESS(
-            f"{verb} {user.email}: {membership.role} of {org_row.slug} ({team_names})."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(f"{verb} {user.email}: {membership.role} of {org_row.slug} ({team_names}).")
+        )
         if not user.has_usable_password():
             self.stdout.write("They have no password and cannot log in until one is set (--password).")

@@ -101,7 +101,8 @@ def csv_items(lines):
             raise CommandError(
                 f"The CSV header must name usage fields, each once, including {', '.join(REQUIRED_COLUMNS)}"
                 + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-                + (f"; missing: {', '.join(missing)}" if missing else "") + "."
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + "."
             )
         end_of_previous = reader.line_num
         for row in reader:
@@ -111,7 +112,7 @@ def csv_items(lines):
             if len(row) > len(header):
                 yield number, None, f"{len(row)} cells but the header has {len(header)} columns"
             else:
-                yield number, item_from_cells(dict(zip(header, row))), None
+                yield number, item_from_cells(dict(zip(header, row, strict=False))), None
     except csv.Error as exc:
         raise CommandError(f"Line {reader.line_num} is not readable CSV: {exc}") from None
 
@@ -164,10 +165,18 @@ class Command(BaseCommand):
             except OSError as exc:
                 raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
         tally = Tally()
-        with stream as lines, tqdm(
-            total=size, unit="B", unit_scale=True, desc="import_usage", file=StreamForTqdm(self.stderr),
-            disable=verbosity == 0, leave=False,
-        ) as bar:
+        with (
+            stream as lines,
+            tqdm(
+                total=size,
+                unit="B",
+                unit_scale=True,
+                desc="import_usage",
+                file=StreamForTqdm(self.stderr),
+                disable=verbosity == 0,
+                leave=False,
+            ) as bar,
+        ):
 
             def numbered():
                 for number, raw in enumerate(lines, 1):
@@ -215,10 +224,12 @@ class Command(BaseCommand):
             return f"{count:,} {word}{'' if count == 1 else 's'}"
 
         style = self.style.WARNING if tally.rejected else self.style.SUCCESS
-        self.stdout.write(style(
-            f"Imported {'standard input' if file == '-' else file} into {org.slug}: {n(tally.read, 'line')} read, "
-            f"{tally.accepted:,} accepted, {n(tally.duplicates, 'duplicate')}, {tally.rejected:,} rejected."
-        ))
+        self.stdout.write(
+            style(
+                f"Imported {'standard input' if file == '-' else file} into {org.slug}: {n(tally.read, 'line')} read, "
+                f"{tally.accepted:,} accepted, {n(tally.duplicates, 'duplicate')}, {tally.rejected:,} rejected."
+            )
+        )
         if tally.rejected:
             self.stdout.write("Rejected lines:")
             for line in tally.listed:

@@ -16,10 +16,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("org", help="org slug")
-        parser.add_argument("--from", dest="start", required=True, type=iso_date,
-                            help="first day, YYYY-MM-DD in the org's time zone")
-        parser.add_argument("--to", dest="end", type=iso_date,
-                            help="last day, inclusive, in the org's time zone (default today)")
+        parser.add_argument(
+            "--from", dest="start", required=True, type=iso_date, help="first day, YYYY-MM-DD in the org's time zone"
+        )
+        parser.add_argument(
+            "--to", dest="end", type=iso_date, help="last day, inclusive, in the org's time zone (default today)"
+        )
 
     def handle(self, *args, org, start, end, verbosity, **options):
         org_row = Organization.objects.filter(slug=org).first()
@@ -28,14 +30,17 @@ class Command(BaseCommand):
         end = end or timezone.now().astimezone(org_row.tzinfo).date()
         if end < start:
             raise CommandError(f"--to {end} is before --from {start}.")
-        with tqdm(unit=" records", desc="reprice", file=StreamForTqdm(self.stderr),
-                  disable=verbosity == 0, leave=False) as bar:
+        with tqdm(
+            unit=" records", desc="reprice", file=StreamForTqdm(self.stderr), disable=verbosity == 0, leave=False
+        ) as bar:
             result = records_reprice(org=org_row, start=start, end=end, progress=bar)
         period = f"{org_row.slug} from {start} to {end} ({org_row.timezone})"
-        self.stdout.write(self.style.SUCCESS(
-            f"Re-priced {period}: {result.changed:,} of {result.examined:,} records changed "
-            f"(client-sent costs are left alone); {len(result.days)} days marked for re-rollup."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Re-priced {period}: {result.changed:,} of {result.examined:,} records changed "
+                f"(client-sent costs are left alone); {len(result.days)} days marked for re-rollup."
+            )
+        )
         self.stdout.write(
             f"Total cost of those {result.examined:,} records: {result.cost_before.normalize():f} → "
             f"{result.cost_after.normalize():f}."

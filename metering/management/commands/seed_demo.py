@@ -18,7 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=60, help="people in the org, logins included (default 60)")
         parser.add_argument("--seed", type=int, default=1, help="the same seed on the same day gives the same data")
         parser.add_argument(
-            "--if-empty", action="store_true",
+            "--if-empty",
+            action="store_true",
             help="do nothing if the database already has an organisation (what `make run` uses)",
         )
 
@@ -29,7 +30,10 @@ class Command(BaseCommand):
             raise CommandError("--users must be at least 3: the three demo logins.")
         try:
             summary = demo_org_rebuild(
-                days=days, users=users, seed=seed, if_empty=if_empty,
+                days=days,
+                users=users,
+                seed=seed,
+                if_empty=if_empty,
                 # tqdm draws on the terminal itself: Django's stderr wrapper would break its lines.
                 progress=verbosity > 0 and sys.stderr.isatty(),
                 say=self.stdout.write if verbosity else lambda line: None,
@@ -47,9 +51,11 @@ class Command(BaseCommand):
             self.stdout.write(f"The demo org {DEMO_SLUG!r} is already loaded (`manage.py seed_demo` rebuilds it).")
         else:
             counts = ", ".join(f"{n:,} {what}" for what, n in summary.counts.items())
-            self.stdout.write(self.style.SUCCESS(
-                f"Built {summary.org.name!r} ({summary.org.slug}): {counts} in {summary.seconds:.1f} s."
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Built {summary.org.name!r} ({summary.org.slug}): {counts} in {summary.seconds:.1f} s."
+                )
+            )
         if not summary.logins:
             return
         self.stdout.write(f"\nOpen {DEMO_URL} and log in as:")

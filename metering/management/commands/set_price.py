@@ -41,7 +41,9 @@ class Command(BaseCommand):
         parser.add_argument("model", help="the model as clients name it, e.g. claude-sonnet-4-5")
         parser.add_argument("--input", required=True, type=usd_per_million, help="fresh input tokens")
         parser.add_argument("--output", required=True, type=usd_per_million, help="output tokens (reasoning included)")
-        parser.add_argument("--cached-input", type=usd_per_million, default=Decimal(0), help="cached input reads (default 0)")
+        parser.add_argument(
+            "--cached-input", type=usd_per_million, default=Decimal(0), help="cached input reads (default 0)"
+        )
         parser.add_argument("--cache-write", type=usd_per_million, default=Decimal(0), help="cache writes (default 0)")
         parser.add_argument("--from", dest="effective_from", type=iso_date, help="YYYY-MM-DD, UTC (default today)")
         parser.add_argument("--provider", help="e.g. anthropic, openai, google")
@@ -51,9 +53,14 @@ class Command(BaseCommand):
         effective_from = effective_from or timezone.now().date()  # USE_TZ: now() is UTC
         try:
             price, changes = price_set(
-                model=model, effective_from=effective_from, input=options["input"], output=options["output"],
-                cached_input=options["cached_input"], cache_write=options["cache_write"],
-                provider=options["provider"], source=options["source"],
+                model=model,
+                effective_from=effective_from,
+                input=options["input"],
+                output=options["output"],
+                cached_input=options["cached_input"],
+                cache_write=options["cache_write"],
+                provider=options["provider"],
+                source=options["source"],
             )
         except ValidationError as exc:
             raise CommandError(f"Price not saved: {' '.join(exc.messages)}") from None
@@ -63,8 +70,11 @@ class Command(BaseCommand):
             return
         if "model" in changes:
             self.stdout.write(f"Created the model {model}.")
-        lines = [f"  {f}: {show(old)} → {show(new)}" if old is not None else f"  {f}: {show(new)}"
-                 for f, (old, new) in changes.items() if f != "model"]
+        lines = [
+            f"  {f}: {show(old)} → {show(new)}" if old is not None else f"  {f}: {show(new)}"
+            for f, (old, new) in changes.items()
+            if f != "model"
+        ]
         self.stdout.write(self.style.SUCCESS(f"Set the price of {where}, USD per million tokens:"))
         self.stdout.write("\n".join(lines))
         self.stdout.write(
