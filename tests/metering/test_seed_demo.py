@@ -157,7 +157,7 @@ def test_it_creates_the_three_logins_with_working_passwords_and_prints_them(db, 
         assert f"{email}" in out and f"password {password}" in out
         assert client.login(email=email, password=password), email
         client.logout()
-    assert "http://127.0.0.1:8000/" in out
+    assert "admin: sees the whole org" in out and "member: sees their own usage" in out
     assert "usage records" in out
 
 

@@ -4,7 +4,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from metering.demo import DEMO_SLUG, DemoError, DemoSummary, demo_org_rebuild
 
-DEMO_URL = "http://127.0.0.1:8000/"
 
 
 class Command(BaseCommand):
@@ -58,8 +57,9 @@ class Command(BaseCommand):
             )
         if not summary.logins:
             return
-        self.stdout.write(f"\nOpen {DEMO_URL} and log in as:")
+        self.stdout.write("\nDemo logins:")
         width = max(len(login.email) for login in summary.logins)
+        sees = {"admin": "sees the whole org", "manager": "sees the teams {teams}", "member": "sees their own usage"}
         for login in summary.logins:
-            teams = f" of {' and '.join(login.teams)}" if login.teams else ""
-            self.stdout.write(f"  {login.email:<{width}}  password {login.password:<8}  {login.role}{teams}")
+            what = sees[login.role].format(teams=" and ".join(login.teams))
+            self.stdout.write(f"  {login.email:<{width}}  password {login.password:<8}  {login.role}: {what}")
