@@ -19,8 +19,14 @@ class LoginForm(AuthenticationForm):
         # One message for an unknown email and a wrong password, so the form
         # does not tell a stranger which emails have accounts.
         "invalid_login": "That email and password don’t match an account. Check them and try again.",
-        "inactive": "This account has been deactivated. Ask an admin of your organization to restore it.",
     }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.data.get("username"):
+            # Back after a failed attempt, the email is kept: the password is what to retype.
+            self.fields["username"].widget.attrs.pop("autofocus", None)
+            self.fields["password"].widget.attrs["autofocus"] = True
 
     def clean_username(self) -> str:
         # Emails are stored lower-cased (UserManager.create_user), and the

@@ -30,6 +30,10 @@ class UserManager(BaseUserManager):
         user.save(using=self._db)
         return user
 
+    def get_by_natural_key(self, email):
+        # Log-in looks users up here: Ana@Example.com and ana@example.com are one account.
+        return self.get(email__iexact=email)
+
     def create_superuser(self, email, password=None, **fields):
         fields.update(is_staff=True, is_superuser=True)
         return self.create_user(email, password, **fields)

@@ -123,3 +123,10 @@ def test_signing_out_needs_the_csrf_token(member):
 
     assert response.status_code == 403
     assert get_user(client) == member
+
+
+def test_a_user_stored_with_capitals_logs_in_whatever_the_case_typed(client, org):
+    user = User(email="Mixed.Case@Acme.test")  # as an older admin form might have saved it
+    user.set_password(PASSWORD)
+    user.save()
+    assert client.login(email="mixed.case@acme.test", password=PASSWORD)

@@ -73,6 +73,7 @@ def test_a_wrong_password_shows_the_error(live_url, page, member):
 
     expect(page.get_by_role("alert")).to_contain_text("email and password don’t match")
     expect(page.get_by_label("Email")).to_have_value(member.email)
+    expect(page.get_by_label("Password")).to_be_focused()
     assert "/login/" in page.url
 
 
@@ -118,5 +119,7 @@ def test_signing_out_returns_to_the_login_page(live_url, page, member):
 
     expect(page).to_have_url(f"{live_url}/login/")
     expect(page.get_by_role("status")).to_contain_text("You have been signed out.")
-    page.goto(f"{live_url}/")
-    expect(page).to_have_url(f"{live_url}/login/?next=/")
+    # The session is really gone (asked with the page's cookies, without leaving the page).
+    home = page.request.get(f"{live_url}/", max_redirects=0)
+    assert home.status == 302
+    assert home.headers["location"] == "/login/?next=/"
