@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 
 from accounts.admin import OrgConsistentForm, OrgRelatedFilter, OrgScopedAdminMixin, colour_swatch
 from metering.models import (
+    ActivityDaily,
     ActivityEvent,
     Agent,
     DirtyDay,
@@ -15,8 +16,13 @@ from metering.models import (
     ModelPrice,
     Project,
     Repository,
+    ResourceDaily,
     ResourceUsage,
     Session,
+    SessionDaily,
+    UsageDaily,
+    UsageDailyByTag,
+    UsageDailyNarrow,
     UsageRecord,
 )
 
@@ -209,3 +215,19 @@ class DirtyDayAdmin(IngestedAdmin):
     list_display = ["org", "day", "marked_at"]
     list_select_related = ["org"]
     date_hierarchy = "day"
+
+
+class RollupAdmin(IngestedAdmin):
+    """Rollups are derived data, shown for checking; `manage.py rebuild_rollups` rewrites them."""
+
+    date_hierarchy = "day"
+    list_filter = [("org", OrgRelatedFilter)]
+    list_select_related = ["org"]
+    ordering = ["-day"]
+
+    def get_list_display(self, request):
+        return [f.name for f in self.model._meta.concrete_fields if f.name != "id"]
+
+
+for rollup in (UsageDaily, UsageDailyNarrow, UsageDailyByTag, ActivityDaily, ResourceDaily, SessionDaily):
+    admin.site.register(rollup, RollupAdmin)

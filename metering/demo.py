@@ -51,7 +51,7 @@ from metering.models import (
     UsageRecordTag,
 )
 from metering.pricing import PriceBook, Tokens, cost_of
-from metering.services import mark_days_dirty
+from metering.rollups import rollups_rebuild_days
 
 UTC = dt_timezone.utc
 DEMO_SLUG = "demo"
@@ -736,7 +736,8 @@ class _Builder:
         ):
             writer.add(self._day(index))
         writer.flush()
-        mark_days_dirty(self.org, [self.first_day + timedelta(days=i) for i in range(self.days)])
+        # Built here rather than left to the beat task, which the embedded default has none of.
+        rollups_rebuild_days(org=self.org, days=[self.first_day + timedelta(days=i) for i in range(self.days)])
         return writer.counts
 
     def _models(self) -> dict[str, tuple[ModelSpec, LLMModel]]:

@@ -327,6 +327,9 @@ class DirtyDay(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     marked_at = models.DateTimeField(auto_now=True)
+    # Bumped by every mark: a rebuild clears the mark only if the version is still the
+    # one it started from, so writes made while it ran are rolled up next time.
+    version = models.BigIntegerField(default=1)
 
     class Meta:
         ordering = ["org", "day"]
@@ -334,3 +337,127 @@ class DirtyDay(models.Model):
 
     def __str__(self):
         return f"{self.org_id}:{self.day}"
+
+
+# Daily rollups, per org-local day. Each is rebuilt whole for an (org, day) from
+# the raw rows (metering.rollups), so it is only ever as stale as DirtyDay says.
+# They come in several grains: the query layer reads the smallest one whose
+# dimensions cover a query's filters and group-by (issue 4: the narrow grain
+# answers 30-day KPIs ~4x faster than the all-dimension one).
+
+
+def rollup_dimension(to, **kwargs) -> models.ForeignKey:
+    # No per-column index: rollups are read by (org, day) ranges, and an index per
+    # dimension would slow every rebuild for nothing.
+    return models.ForeignKey(to, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False, **kwargs)
+
+
+class Rollup(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+
+    class Meta:
+        abstract = True
+
+
+class UsageMeasures(Rollup):
+    requests = models.BigIntegerField()
+    failed_requests = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    cached_input_tokens = models.BigIntegerField()
+    cache_write_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    reasoning_tokens = models.BigIntegerField()
+    cost = money_field()
+    # The cost of the records that carry a session id (average cost per session).
+    session_cost = money_field()
+
+    class Meta:
+        abstract = True
+
+
+class UsageDaily(UsageMeasures):
+    """Usage by every dimension but tags."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    team = rollup_dimension(Team)
+    project = rollup_dimension(Project)
+    repository = rollup_dimension(Repository)
+    agent = rollup_dimension(Agent)
+    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    api_key = rollup_dimension(ApiKey)
+    service_type = models.CharField(max_length=20)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day"], name="usagedaily_org_day")]
+
+
+class UsageDailyNarrow(UsageMeasures):
+    """Usage by user, team, project, model and service type: the grain of most dashboards."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    team = rollup_dimension(Team)
+    project = rollup_dimension(Project)
+    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    service_type = models.CharField(max_length=20)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day"], name="usagedailynarrow_org_day")]
+
+
+class UsageDailyByTag(UsageMeasures):
+    """Usage per tag: a record with several tags counts under each of them."""
+
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    team = rollup_dimension(Team)
+    project = rollup_dimension(Project)
+    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    service_type = models.CharField(max_length=20)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day"], name="usagedailybytag_org_day")]
+
+
+class ActivityDaily(Rollup):
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    team = rollup_dimension(Team)
+    project = rollup_dimension(Project)
+    repository = rollup_dimension(Repository)
+    agent = rollup_dimension(Agent)
+    kind = models.CharField(max_length=20)
+    events = models.BigIntegerField()
+    quantity = models.BigIntegerField()
+    lines_added = models.BigIntegerField()
+    lines_removed = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day"], name="activitydaily_org_day")]
+
+
+class ResourceDaily(Rollup):
+    """Allocations spread over the days they span, in proportion to time."""
+
+    user = rollup_dimension(User)
+    team = rollup_dimension(Team)
+    project = rollup_dimension(Project)
+    agent = rollup_dimension(Agent)
+    cpu_core_seconds = models.DecimalField(max_digits=24, decimal_places=4)
+    ram_gb_seconds = models.DecimalField(max_digits=24, decimal_places=4)
+    storage_gb_seconds = models.DecimalField(max_digits=24, decimal_places=4)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day"], name="resourcedaily_org_day")]
+
+
+class SessionDaily(Rollup):
+    """Which sessions were active on a day, by whom and on what: distinct session counts."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    team = rollup_dimension(Team)
+    project = rollup_dimension(Project)
+    agent = rollup_dimension(Agent)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day"], name="sessiondaily_org_day")]

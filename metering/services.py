@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
 from metering.bulk import insert_rows, reserve_ids
@@ -417,11 +418,18 @@ def _days_touched(org: Organization, batch: Batch) -> set[date]:
 
 
 def mark_days_dirty(org: Organization, days: Iterable[date]) -> None:
-    """Mark (org, day) rollups stale. Re-marking a dirty day refreshes marked_at, so a
-    rollup that started before this write knows the day changed again under it."""
-    DirtyDay.objects.bulk_create(
-        [DirtyDay(org=org, day=day) for day in sorted(days)],
-        update_conflicts=True,
-        unique_fields=["org", "day"],
-        update_fields=["marked_at"],
-    )
+    """Mark (org, day) rollups stale. Re-marking a marked day bumps its version, so a
+    rollup that was rebuilding it meanwhile leaves the mark for the next run."""
+    days = sorted(set(days))
+    if not days:
+        return
+    table = connection.ops.quote_name(DirtyDay._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    rows = ", ".join(["(%s, %s, %s, 1)"] * len(days))
+    params = [value for day in days for value in (org.pk, connection.ops.adapt_datefield_value(day), now)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (org_id, day, marked_at, version) VALUES {rows} "
+            f"ON CONFLICT (org_id, day) DO UPDATE SET version = {table}.version + 1, marked_at = excluded.marked_at",
+            params,
+        )

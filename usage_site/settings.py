@@ -154,7 +154,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "rebuild-dirty-rollups": {"task": "metering.tasks.rebuild_dirty_days", "schedule": 60.0},
+}
 
 # Money: every cost column uses these, and metering.pricing quantises to them.
 # 10 decimal places keep one token of the cheapest listed model exact.

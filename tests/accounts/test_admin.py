@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.admin import org_q
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
 from metering.models import (
+    ActivityDaily,
     ActivityEvent,
     ActivityKind,
     Agent,
@@ -23,11 +24,17 @@ from metering.models import (
     ModelPrice,
     Project,
     Repository,
+    ResourceDaily,
     ResourceUsage,
     Session,
+    SessionDaily,
+    UsageDaily,
+    UsageDailyByTag,
+    UsageDailyNarrow,
     UsageRecord,
     UsageRecordTag,
 )
+from metering.rollups import rollup_day_rebuild
 from tests.conftest import PASSWORD
 
 REGISTERED = sorted(django_admin.site._registry, key=lambda model: model._meta.label)
@@ -87,7 +94,7 @@ def make_org_rows(org: Organization, user: User, llm: LLMModel, price: ModelPric
         output_tokens=20,
     )
     UsageRecordTag.objects.create(record=usage, tag=tag)
-    return {
+    rows = {
         Organization: org,
         User: user,
         Team: team,
@@ -107,6 +114,12 @@ def make_org_rows(org: Organization, user: User, llm: LLMModel, price: ModelPric
         ),
         DirtyDay: DirtyDay.objects.create(org=org, day=now.date()),
     }
+    # The rollups of that day, built from the rows above.
+    day = now.astimezone(org.tzinfo).date()
+    rollup_day_rebuild(org=org, day=day)
+    for rollup in (UsageDaily, UsageDailyNarrow, UsageDailyByTag, ActivityDaily, ResourceDaily, SessionDaily):
+        rows[rollup] = rollup.objects.get(org=org, day=day)
+    return rows
 
 
 @pytest.fixture

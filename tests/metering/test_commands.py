@@ -390,13 +390,24 @@ def test_reprice_changes_exactly_the_priced_and_unpriced_records_of_the_period(o
     assert f"{before.normalize():f} → {after.normalize():f}" in output
 
 
-def test_reprice_marks_the_org_local_days_it_changed_dirty(org, priced_period):
-    run("reprice", "acme", "--from", "2026-11-01", "--to", "2026-11-15")
-    assert set(DirtyDay.objects.values_list("org__slug", "day")) == {
-        ("acme", date(2026, 11, 10)),
-        ("acme", date(2026, 11, 11)),
-        ("acme", date(2026, 11, 12)),
+def test_reprice_rebuilds_the_rollups_of_the_org_local_days_it_changed(org, priced_period):
+    from django.db.models import Sum
+
+    from metering.models import UsageDaily
+
+    output = run("reprice", "acme", "--from", "2026-11-01", "--to", "2026-11-15")
+    assert "rollups of 3 days rebuilt" in output
+    assert set(UsageDaily.objects.values_list("day", flat=True)) == {
+        date(2026, 11, 10),
+        date(2026, 11, 11),
+        date(2026, 11, 12),
     }
+    rebuilt = set(UsageDaily.objects.values_list("day", flat=True))
+    expected = sum(
+        r.cost for r in UsageRecord.objects.filter(org=org) if r.timestamp.astimezone(org.tzinfo).date() in rebuilt
+    )
+    assert UsageDaily.objects.aggregate(cost=Sum("cost"))["cost"] == expected
+    assert not DirtyDay.objects.exists()
 
 
 def test_reprice_run_twice_changes_nothing_the_second_time(org, priced_period):

@@ -367,3 +367,19 @@ def test_the_default_demo_has_the_promised_volume_and_rhythm(db, frozen):
     assert per_user[-1] > 3 * per_user[len(per_user) // 2]  # a few heavy users
     assert ActivityEvent.objects.filter(org=org).count() > 50_000
     assert ResourceUsage.objects.filter(org=org).exists()
+
+
+def test_the_demo_comes_with_its_rollups_built(db, frozen):
+    from metering.models import DirtyDay, UsageDaily, UsageDailyNarrow, UsageRecord
+
+    seed()
+
+    def totals(table, count):
+        got = table.objects.aggregate(n=count, cost=Sum("cost"))
+        # SQLite sums decimals as floats (PostgreSQL exactly): compare to a millionth of a dollar.
+        return got["n"], got["cost"].quantize(Decimal("0.000001"))
+
+    raw = totals(UsageRecord, Count("id"))
+    for table in (UsageDaily, UsageDailyNarrow):
+        assert totals(table, Sum("requests")) == raw
+    assert not DirtyDay.objects.exists()

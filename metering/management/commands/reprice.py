@@ -6,6 +6,7 @@ from accounts.models import Organization
 from metering.management.commands.import_usage import StreamForTqdm
 from metering.management.commands.set_price import iso_date
 from metering.pricing import records_reprice
+from metering.rollups import rollups_rebuild_days
 
 
 class Command(BaseCommand):
@@ -34,11 +35,13 @@ class Command(BaseCommand):
             unit=" records", desc="reprice", file=StreamForTqdm(self.stderr), disable=verbosity == 0, leave=False
         ) as bar:
             result = records_reprice(org=org_row, start=start, end=end, progress=bar)
+        # Rebuild the touched days now, so every page agrees with the new costs at once.
+        rebuilt = rollups_rebuild_days(org=org_row, days=result.days)
         period = f"{org_row.slug} from {start} to {end} ({org_row.timezone})"
         self.stdout.write(
             self.style.SUCCESS(
                 f"Re-priced {period}: {result.changed:,} of {result.examined:,} records changed "
-                f"(client-sent costs are left alone); {len(result.days)} days marked for re-rollup."
+                f"(client-sent costs are left alone); rollups of {rebuilt} days rebuilt."
             )
         )
         self.stdout.write(

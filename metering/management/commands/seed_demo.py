@@ -5,7 +5,6 @@ from django.core.management.base import BaseCommand, CommandError
 from metering.demo import DEMO_SLUG, DemoError, DemoSummary, demo_org_rebuild
 
 
-
 class Command(BaseCommand):
     help = (
         "Build the demo org (Demo Robotics: teams, projects, agents and months of usage) and its "

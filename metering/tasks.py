@@ -1,0 +1,11 @@
+"""Celery tasks: a thin interface over metering services (ids and ISO strings in, one call each)."""
+
+from celery import shared_task
+
+from metering.rollups import dirty_days_rebuild
+
+
+@shared_task(acks_late=True)
+def rebuild_dirty_days(limit: int = 500) -> int:
+    """Rebuild the rollups of days ingestion marked dirty (beat runs it every minute)."""
+    return dirty_days_rebuild(limit=limit)

@@ -1,0 +1,206 @@
+"""Daily rollups agree with the raw rows, per org-local day, and rebuild idempotently."""
+
+import json
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core.management import call_command
+
+from accounts.services import api_key_create
+from metering import rollups
+from metering.models import (
+    ActivityDaily,
+    DirtyDay,
+    ResourceDaily,
+    SessionDaily,
+    UsageDaily,
+    UsageDailyByTag,
+    UsageDailyNarrow,
+    UsageRecord,
+)
+from metering.rollups import dirty_days_rebuild, rollup_day_rebuild
+from metering.services import mark_days_dirty
+
+NOW = datetime(2026, 10, 28, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def ingest(client, org, body):
+    key = api_key_create(org=org, name="k", scopes={"ingest"})[1]
+    response = client.post(
+        "/api/v1/ingest", json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def usage(n, ts, **fields):
+    return {
+        "request_id": f"r-{n}",
+        "timestamp": ts,
+        "user": "ana@example.com",
+        "model": "gpt-5",
+        "input_tokens": 1000 + n,
+        "output_tokens": 100 + n,
+        "cost": f"0.{n:04d}",
+        **fields,
+    }
+
+
+@pytest.fixture
+def ingested(client, org):
+    # Berlin changed from CEST to CET on Sunday 25 October 2026: that day has 25 hours.
+    ingest(
+        client,
+        org,
+        {
+            "usage": [
+                usage(1, "2026-10-24T21:59:59Z", tags=["a", "b"], session_id="s-1"),  # 23:59:59 CEST, the 24th
+                usage(2, "2026-10-24T22:00:00Z", session_id="s-1", status="error"),  # 00:00 the 25th
+                usage(3, "2026-10-25T22:59:59Z", tags=["a"], project="Atlas"),  # 23:59:59 CET, still the 25th
+                usage(4, "2026-10-25T23:00:00Z", user="bob@example.com", agent="QA"),  # the 26th
+            ],
+            "activity": [
+                {
+                    "event_id": "e-1",
+                    "timestamp": "2026-10-25T10:00:00Z",
+                    "kind": "diff_accepted",
+                    "user": "ana@example.com",
+                    "lines_added": 7,
+                    "lines_removed": 2,
+                    "session_id": "s-2",
+                }
+            ],
+            "resources": [
+                # Two hours across Berlin midnight at the end of the 26th: one hour on each day.
+                {"resource_id": "w-1", "start": "2026-10-26T22:00:00Z", "end": "2026-10-27T00:00:00Z", "cpu_cores": 2}
+            ],
+        },
+    )
+
+
+def raw_usage_by_local_day(org):
+    days = defaultdict(lambda: {"requests": 0, "failed": 0, "input": 0, "cost": Decimal(0)})
+    for r in UsageRecord.objects.filter(org=org):
+        d = days[r.timestamp.astimezone(org.tzinfo).date()]
+        d["requests"] += 1
+        d["failed"] += r.status == "error"
+        d["input"] += r.input_tokens
+        d["cost"] += r.cost
+    return dict(days)
+
+
+def rollup_usage_by_day(table, org):
+    days = defaultdict(lambda: {"requests": 0, "failed": 0, "input": 0, "cost": Decimal(0)})
+    for row in table.objects.filter(org=org):
+        d = days[row.day]
+        d["requests"] += row.requests
+        d["failed"] += row.failed_requests
+        d["input"] += row.input_tokens
+        d["cost"] += row.cost
+    return dict(days)
+
+
+def test_ingestion_marks_days_and_the_dirty_rebuild_makes_rollups_equal_raw(ingested, org):
+    assert set(DirtyDay.objects.values_list("day", flat=True)) == {
+        date(2026, 10, 24),
+        date(2026, 10, 25),
+        date(2026, 10, 26),
+        date(2026, 10, 27),
+    }
+    assert dirty_days_rebuild() == 4
+    assert not DirtyDay.objects.exists()
+    expected = raw_usage_by_local_day(org)
+    assert set(expected) == {date(2026, 10, 24), date(2026, 10, 25), date(2026, 10, 26)}
+    assert expected[date(2026, 10, 25)]["requests"] == 2  # the 25-hour day keeps its last hour
+    for table in (UsageDaily, UsageDailyNarrow):
+        assert rollup_usage_by_day(table, org) == expected
+
+
+def test_a_record_with_two_tags_counts_under_each(ingested, org):
+    dirty_days_rebuild()
+    by_tag = {(row.tag.name, row.day): row.requests for row in UsageDailyByTag.objects.select_related("tag")}
+    assert by_tag == {("a", date(2026, 10, 24)): 1, ("b", date(2026, 10, 24)): 1, ("a", date(2026, 10, 25)): 1}
+
+
+def test_activity_sessions_and_resources_are_rolled_up(ingested, org):
+    dirty_days_rebuild()
+    activity = ActivityDaily.objects.get()
+    assert (activity.day, activity.kind, activity.events, activity.lines_added, activity.lines_removed) == (
+        date(2026, 10, 25),
+        "diff_accepted",
+        1,
+        7,
+        2,
+    )
+    sessions = set(SessionDaily.objects.values_list("session__session_id", "day"))
+    assert sessions == {("s-1", date(2026, 10, 24)), ("s-1", date(2026, 10, 25)), ("s-2", date(2026, 10, 25))}
+    cpu = dict(ResourceDaily.objects.values_list("day", "cpu_core_seconds"))
+    assert cpu == {date(2026, 10, 26): Decimal(7200), date(2026, 10, 27): Decimal(7200)}
+
+
+def test_rebuilding_twice_changes_nothing(ingested, org):
+    def snapshot():
+        rows = UsageDaily.objects.values_list("day", "user_id", "project_id", "agent_id", "requests", "cost")
+        return sorted(rows, key=repr)
+
+    rollup_day_rebuild(org=org, day=date(2026, 10, 25))
+    first = snapshot()
+    rollup_day_rebuild(org=org, day=date(2026, 10, 25))
+    assert snapshot() == first and first
+
+
+def test_a_day_marked_again_during_its_rebuild_stays_dirty(ingested, org, monkeypatch):
+    original = rollups.rollup_day_rebuild
+
+    def rebuild_while_ingest_marks_the_day(*, org, day):
+        original(org=org, day=day)
+        mark_days_dirty(org, [day])  # a batch committed for this day while we rebuilt it
+
+    monkeypatch.setattr(rollups, "rollup_day_rebuild", rebuild_while_ingest_marks_the_day)
+    dirty_days_rebuild()
+    assert DirtyDay.objects.count() == 4
+    monkeypatch.undo()
+    dirty_days_rebuild()
+    assert not DirtyDay.objects.exists()
+
+
+def test_a_late_record_is_picked_up_by_the_next_rebuild(client, ingested, org):
+    dirty_days_rebuild()
+    ingest(client, org, {"usage": [usage(9, "2026-10-25T12:00:00Z")]})
+    assert list(DirtyDay.objects.values_list("day", flat=True)) == [date(2026, 10, 25)]
+    dirty_days_rebuild()
+    assert rollup_usage_by_day(UsageDaily, org) == raw_usage_by_local_day(org)
+
+
+def test_the_command_rebuilds_every_day_with_progress(ingested, org, capsys):
+    call_command("rebuild_rollups", "acme", "--from", "2026-10-20")
+    assert "Rebuilt 9 org-days" in capsys.readouterr().out  # the 20th to today, the 28th
+    assert rollup_usage_by_day(UsageDaily, org) == raw_usage_by_local_day(org)
+    assert not DirtyDay.objects.exists()
+
+
+def test_the_command_refuses_an_unknown_org_and_a_reversed_range(db):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="No org"):
+        call_command("rebuild_rollups", "nope")
+    with pytest.raises(CommandError, match="--from"):
+        call_command("rebuild_rollups", "--from", "2026-10-20", "--to", "2026-10-01")
+
+
+def test_day_bounds_follow_daylight_saving_time(org):
+    def hours(day):
+        start, end = rollups.day_bounds(org, day)
+        # Aware datetimes of one zone subtract as wall-clock times; compare the instants.
+        return (end.astimezone(timezone.utc) - start.astimezone(timezone.utc)) / timedelta(hours=1)
+
+    assert (hours(date(2026, 10, 25)), hours(date(2026, 3, 29)), hours(date(2026, 6, 1))) == (25, 23, 24)
