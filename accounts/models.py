@@ -218,6 +218,20 @@ class ApiKey(models.Model):
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
 
+    def clean(self):
+        # A key's defaults and owner must be of its own org, or it would attribute usage across orgs.
+        if self.org_id is None:
+            return
+        errors = {}
+        for field in ("default_team", "default_project"):
+            target = getattr(self, field)
+            if target is not None and target.org_id != self.org_id:
+                errors[field] = "Choose one of this organization's."
+        if self.owner_id and not Membership.objects.filter(user_id=self.owner_id, org_id=self.org_id).exists():
+            errors["owner"] = "The owner must be a member of this organization."
+        if errors:
+            raise ValidationError(errors)
+
     @property
     def scopes(self) -> list[str]:
         return [s for s, on in ((ApiKeyScope.INGEST, self.scope_ingest), (ApiKeyScope.READ, self.scope_read)) if on]

@@ -1,4 +1,5 @@
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from accounts.models import ApiKey, Membership, Team, User
@@ -72,3 +73,16 @@ def test_two_new_keys_never_share_a_prefix_or_secret(org):
     first, second = ApiKey(org=org, name="a"), ApiKey(org=org, name="b")
     assert first.set_new_secret() != second.set_new_secret()
     assert first.prefix != second.prefix and first.secret_hash != second.secret_hash
+
+
+def test_a_key_cannot_default_to_another_orgs_team_or_project_or_be_owned_by_an_outsider(org, other_org, outsider):
+    from accounts.services import api_key_create
+    from metering.models import Project
+
+    their_team = Team.objects.create(org=other_org, name="Theirs")
+    their_project = Project.objects.create(org=other_org, name="Theirs")
+    for wrong in ({"default_team": their_team}, {"default_project": their_project}, {"owner": outsider}):
+        with pytest.raises(ValidationError) as refused:
+            api_key_create(org=org, name="k", scopes={"ingest"}, **wrong)
+        assert set(refused.value.message_dict) == set(wrong)
+    assert not ApiKey.objects.exists()
