@@ -25,10 +25,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from dataset import recreate_database, server_url, with_database  # noqa: E402  (bench/ is the script's folder)
+
 BENCH_DB = "tally_bench_ingest"
 
 MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5", "gpt-5-mini", "gemini-2.5-pro", "gpt-4.1-mini"]
@@ -43,26 +45,6 @@ def parse_args():
     parser.add_argument("--servers", type=int, default=2, help="daphne processes")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     return parser.parse_args()
-
-
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/postgres")
-    return url
-
-
-def with_database(url: str, name: str) -> str:
-    return urlparse(url)._replace(path=f"/{name}").geturl()
-
-
-def recreate_database(url: str, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {BENCH_DB}")
 
 
 def realistic_records(n: int, prefix: str, seed: int = 7) -> list[dict]:
@@ -222,7 +204,7 @@ def copy_rows(records: list[dict], org) -> tuple[float, int]:
 def main():
     args = parse_args()
     base_url = server_url()
-    recreate_database(base_url)
+    recreate_database(base_url, BENCH_DB)
     bench_url = with_database(base_url, BENCH_DB)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "usage_site.settings")
@@ -284,7 +266,7 @@ def main():
 
         connections.close_all()
         if not args.keep:
-            recreate_database(base_url, drop_only=True)
+            recreate_database(base_url, BENCH_DB, drop_only=True)
 
 
 if __name__ == "__main__":
