@@ -352,8 +352,12 @@ def rollup_dimension(to, **kwargs) -> models.ForeignKey:
     return models.ForeignKey(to, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False, **kwargs)
 
 
+def rollup_required(to) -> models.ForeignKey:
+    return models.ForeignKey(to, on_delete=models.CASCADE, related_name="+", db_index=False)
+
+
 class Rollup(models.Model):
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+", db_index=False)
+    org = rollup_required(Organization)
     day = models.DateField()
 
     class Meta:
@@ -379,12 +383,12 @@ class UsageMeasures(Rollup):
 class UsageDaily(UsageMeasures):
     """Usage by every dimension but tags."""
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = rollup_required(User)
     team = rollup_dimension(Team)
     project = rollup_dimension(Project)
     repository = rollup_dimension(Repository)
     agent = rollup_dimension(Agent)
-    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model = rollup_required(LLMModel)
     api_key = rollup_dimension(ApiKey)
     service_type = models.CharField(max_length=20)
 
@@ -392,35 +396,35 @@ class UsageDaily(UsageMeasures):
         indexes = [models.Index(fields=["org", "day"], name="usagedaily_org_day")]
 
 
-class UsageDailyNarrow(UsageMeasures):
+class NarrowUsage(UsageMeasures):
     """Usage by user, team, project, model and service type: the grain of most dashboards."""
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = rollup_required(User)
     team = rollup_dimension(Team)
     project = rollup_dimension(Project)
-    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model = rollup_required(LLMModel)
     service_type = models.CharField(max_length=20)
 
+    class Meta:
+        abstract = True
+
+
+class UsageDailyNarrow(NarrowUsage):
     class Meta:
         indexes = [models.Index(fields=["org", "day"], name="usagedailynarrow_org_day")]
 
 
-class UsageDailyByTag(UsageMeasures):
-    """Usage per tag: a record with several tags counts under each of them."""
+class UsageDailyByTag(NarrowUsage):
+    """The narrow grain per tag: a record with several tags counts under each of them."""
 
-    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="+", db_index=False)
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
-    team = rollup_dimension(Team)
-    project = rollup_dimension(Project)
-    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="+", db_index=False)
-    service_type = models.CharField(max_length=20)
+    tag = rollup_required(Tag)
 
     class Meta:
         indexes = [models.Index(fields=["org", "day"], name="usagedailybytag_org_day")]
 
 
 class ActivityDaily(Rollup):
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = rollup_required(User)
     team = rollup_dimension(Team)
     project = rollup_dimension(Project)
     repository = rollup_dimension(Repository)
@@ -453,8 +457,8 @@ class ResourceDaily(Rollup):
 class SessionDaily(Rollup):
     """Which sessions were active on a day, by whom and on what: distinct session counts."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="+", db_index=False)
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    session = rollup_required(Session)
+    user = rollup_required(User)
     team = rollup_dimension(Team)
     project = rollup_dimension(Project)
     agent = rollup_dimension(Agent)

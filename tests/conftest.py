@@ -1,6 +1,7 @@
 """Shared fixtures: one org with two teams and a user of every role, plus an outsider."""
 
 import pytest
+from django.test import Client
 
 from accounts.models import Membership, Organization, Role, Team, User
 
@@ -71,3 +72,27 @@ def outsider(other_org):
 @pytest.fixture
 def superuser(db):
     return User.objects.create_superuser("root@tally.test", PASSWORD)
+
+
+@pytest.fixture
+def org_admin(admin):
+    """An admin of Acme who may log into the Django admin, with no Django permissions."""
+    admin.is_staff = True
+    admin.save()
+    return admin
+
+
+def logged_in(user) -> Client:
+    client = Client()  # a client of its own, so one test can act as two people
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def su_client(superuser):
+    return logged_in(superuser)
+
+
+@pytest.fixture
+def admin_client_(org_admin):
+    return logged_in(org_admin)

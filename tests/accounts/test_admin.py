@@ -8,7 +8,6 @@ from django.apps import apps
 from django.contrib import admin as django_admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -131,28 +130,6 @@ def rows(org, other_org, admin, outsider):
     acme = make_org_rows(org, admin, llm, price)
     globex = make_org_rows(other_org, outsider, llm, price)
     return {**shared, **acme}, {**shared, **globex}
-
-
-@pytest.fixture
-def org_admin(admin):
-    """An admin of Acme who may log into the Django admin, with no Django permissions."""
-    admin.is_staff = True
-    admin.save()
-    return admin
-
-
-@pytest.fixture
-def su_client(superuser):
-    client = Client()
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
-def admin_client_(org_admin):
-    client = Client()
-    client.force_login(org_admin)
-    return client
 
 
 # Every registered model

@@ -4,7 +4,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from accounts.models import Tag
@@ -43,23 +42,6 @@ def record(org, member, llm, price):
     )
     UsageRecordTag.objects.create(record=record, tag=Tag.objects.create(org=org, name="nightly"))
     return record
-
-
-@pytest.fixture
-def su_client(superuser):
-    client = Client()
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
-def admin_client_(admin):
-    """An admin of Acme who may log into the Django admin, with no Django permissions."""
-    admin.is_staff = True
-    admin.save()
-    client = Client()
-    client.force_login(admin)
-    return client
 
 
 def test_usage_records_cannot_be_added_through_the_admin(su_client):
