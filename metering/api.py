@@ -1,12 +1,17 @@
-"""The JSON API, version 1: ingestion (DESIGN §5). Schema at /api/v1/openapi.json."""
+"""The JSON API, version 1: ingestion (DESIGN §5) and analytics (DESIGN §8). Schema at /api/v1/openapi.json."""
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError
-from ninja.security import HttpBearer
+from ninja.security import HttpBearer, django_auth
 
+from accounts.access import Scope, scope_for_api_key, scope_for_request
+from accounts.models import ApiKey
 from accounts.services import api_key_authenticate
+from metering import selectors
+from metering.forms import AnalyticsForm
 from metering.ratelimit import seconds_until_allowed
 from metering.schemas import MAX_ITEMS, IngestBody, IngestResult, loads_exact
 from metering.services import ingest_batch
@@ -70,7 +75,7 @@ def on_authentication_error(request, exc):
     return respond_error(
         request,
         401,
-        "Missing, unknown or revoked API key: send 'Authorization: Bearer <key>'.",
+        "Log in, or send an active API key: 'Authorization: Bearer <key>'.",
         {"WWW-Authenticate": 'Bearer realm="tally"'},
     )
 
@@ -144,3 +149,136 @@ def ingest(request):
         raise ApiError(429, "Too many requests for this API key; slow down.", {"Retry-After": str(wait)})
     result = ingest_batch(org=key.org, api_key=key, **read_ingest_body(request))
     return Status(207 if result.rejected else 200, result)
+
+
+# --- Analytics (read) ---------------------------------------------------------------------------
+
+
+class Summary(Schema):
+    start: str
+    end: str
+    requests: int
+    failed_requests: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost: str
+    sessions: int
+    avg_session_duration_seconds: float
+    avg_cost_per_session: str
+    unique_users: int
+    agent_runs: int
+    accepted_diffs: int
+    tasks_completed: int
+    lines_of_code: int
+    unique_models: int
+    active_projects: int
+    total_projects: int
+    conversations: int
+
+
+class Point(Schema):
+    start: str
+    value: int | str
+
+
+class Timeseries(Schema):
+    metric: str
+    interval: str
+    points: list[Point]
+
+
+class AgentRow(Schema):
+    agent: str | None
+    sessions: int
+    requests: int
+    total_tokens: int
+    cost: str
+    avg_cost_per_session: str
+    avg_duration_seconds: float
+
+
+class ByAgent(Schema):
+    agents: list[AgentRow]
+
+
+class BreakdownRow(Schema):
+    name: str | None
+    cost: str
+    requests: int
+    total_tokens: int
+
+
+class CostBreakdown(Schema):
+    total: str
+    by_model: list[BreakdownRow]
+    by_project: list[BreakdownRow]
+    by_user: list[BreakdownRow]
+    by_team: list[BreakdownRow]
+    by_service_type: list[BreakdownRow]
+
+
+READ_AUTH = [ApiKeyBearer(), django_auth]
+READ_ERRORS = {code: Error for code in (400, 401, 403, 404, 503)}
+FILTERS_HELP = (
+    "Parameters: `start`, `end` (RFC 3339, or YYYY-MM-DD in the org's zone; default the last 30 days) and "
+    "repeatable `team`, `user`, `project`, `repository`, `agent`, `model`, `api_key`, `tag`, `service_type` "
+    "(names, emails). Money is a decimal string; lists are sorted by cost, highest first."
+)
+
+
+def read_scope(request, org_slug: str) -> Scope:
+    """The caller's scope in the org: a logged-in user's, or a read key's (404 for another org)."""
+    if isinstance(request.auth, ApiKey):
+        key = request.auth
+        if key.org.slug != org_slug:
+            raise Http404("No such organization")
+        if not key.scope_read:
+            raise ApiError(403, "This API key does not have the 'read' scope.")
+        return scope_for_api_key(key)
+    return scope_for_request(request, org_slug)
+
+
+def analytics_form(request, org: str) -> tuple[AnalyticsForm, selectors.Query]:
+    scope = read_scope(request, org)
+    form = AnalyticsForm(request.GET, org=scope.org)
+    if not form.is_valid():
+        raise ApiError(400, form.error_text())
+    return form, form.query(scope)
+
+
+def analytics_get(path: str, response, summary: str):
+    return api.get(
+        f"/{{org}}/sessions/analytics/{path}",
+        auth=READ_AUTH,
+        response={200: response, **READ_ERRORS},
+        summary=summary,
+        description=FILTERS_HELP,
+        tags=["analytics"],
+    )
+
+
+@analytics_get("summary", Summary, "KPI totals of a period")
+def analytics_summary(request, org: str):
+    _, query = analytics_form(request, org)
+    return selectors.summary(query)
+
+
+@analytics_get("timeseries", Timeseries, "One metric over time, every bucket present")
+def analytics_timeseries(request, org: str):
+    form, query = analytics_form(request, org)
+    metric = form.cleaned_data["metric"] or "cost"
+    return selectors.timeseries(query, metric=metric, interval=form.cleaned_data["interval"] or None)
+
+
+@analytics_get("by-agent", ByAgent, "Usage and sessions per agent")
+def analytics_by_agent(request, org: str):
+    _, query = analytics_form(request, org)
+    return selectors.by_agent(query)
+
+
+@analytics_get("cost-breakdown", CostBreakdown, "Cost by model, project, user, team and service type")
+def analytics_cost_breakdown(request, org: str):
+    _, query = analytics_form(request, org)
+    return selectors.cost_breakdown(query)

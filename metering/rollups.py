@@ -8,23 +8,27 @@ touches in DirtyDay; `dirty_days_rebuild` (the Celery beat task) clears them.
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
 
 from accounts.models import Organization
 from metering.models import (
     ActivityDaily,
     ActivityEvent,
+    ConversationDaily,
     DirtyDay,
     ResourceDaily,
     ResourceUsage,
     SessionDaily,
     UsageDaily,
+    UsageDailyBy,
     UsageDailyByTag,
     UsageDailyNarrow,
+    UsageHourly,
     UsageRecord,
 )
 
@@ -60,6 +64,18 @@ def _usage(*dimensions: str):
     return rows
 
 
+def _hourly(org, start, end):
+    window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end)
+    hours = window.annotate(r_hour=TruncHour("timestamp", tzinfo=UTC))
+    return hours.values("r_hour", "team", "service_type").annotate(**USAGE_MEASURES).order_by()
+
+
+def _conversations(org, start, end):
+    window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end).exclude(conversation_id="")
+    dims = ("conversation_id", "user", "team", "project", "agent", "model", "service_type")
+    return window.values(*dims).distinct().order_by()
+
+
 def _activity(org, start, end):
     window = ActivityEvent.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end)
     return (
@@ -87,8 +103,10 @@ ROLLUPS = [
         UsageDaily,
         _usage("user", "team", "project", "repository", "agent", "model", "api_key", "service_type"),
     ),
-    Rollup(UsageDailyNarrow, _usage("user", "team", "project", "model", "service_type")),
-    Rollup(UsageDailyByTag, _usage("tags", "user", "team", "project", "model", "service_type")),
+    Rollup(UsageDailyNarrow, _usage("user", "team", "project", "agent", "model", "service_type")),
+    Rollup(UsageDailyByTag, _usage("tags", "user", "team", "project", "agent", "model", "service_type")),
+    Rollup(UsageHourly, _hourly),
+    Rollup(ConversationDaily, _conversations),
     Rollup(ActivityDaily, _activity),
     Rollup(SessionDaily, _sessions),
 ]
@@ -102,20 +120,19 @@ def day_bounds(org: Organization, day: date) -> tuple[datetime, datetime]:
 
 def _insert_from(rollup: Rollup, org: Organization, day: date, start: datetime, end: datetime) -> None:
     query = rollup.rows(org, start, end)
-    # The aggregate's columns are the rollup's fields: dimensions by name ("tags" is the
-    # tag), then the aggregates named r_<field>.
-    names = [("tag" if name == "tags" else name) for name in query.query.values_select] + [
-        name.removeprefix("r_") for name in query.query.annotation_select
-    ]
-    if query.query.combinator:  # a union: its columns are those of its first query
-        names = list(query.query.combined_queries[0].values_select)
+    # The aggregate's columns, by their aliases: dimensions by name ("tags" is the tag),
+    # then the aggregates named r_<field>. (A union's columns are its first query's.)
+    first = query.query.combined_queries[0] if query.query.combinator else query.query
+    aliases = [*first.values_select, *first.annotation_select]
     fields = {f.name: f for f in rollup.table._meta.concrete_fields}
-    columns = ", ".join(connection.ops.quote_name(fields[name].column) for name in names)
+    targets = [fields["tag" if alias == "tags" else alias.removeprefix("r_")] for alias in aliases]
+    quote = connection.ops.quote_name
     sql, params = query.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {connection.ops.quote_name(rollup.table._meta.db_table)} (org_id, day, {columns}) "
-            f"SELECT %s, %s, agg.* FROM ({sql}) agg",
+            f"INSERT INTO {quote(rollup.table._meta.db_table)} "
+            f"(org_id, day, {', '.join(quote(f.column) for f in targets)}) "
+            f"SELECT %s, %s, {', '.join('agg.' + quote(alias) for alias in aliases)} FROM ({sql}) agg",
             [org.pk, connection.ops.adapt_datefield_value(day), *params],
         )
 
@@ -141,6 +158,31 @@ def _resources(org: Organization, day: date, start: datetime, end: datetime) -> 
     ]  # fmt: skip
 
 
+# UsageDailyBy's dimensions and the rollup each is summed from (the day's rows, already aggregated).
+BY_DIMENSION = {
+    **{name: UsageDaily for name in ("user", "team", "project", "repository", "agent", "model", "api_key")},
+    "service_type": UsageDaily,
+    "tag": UsageDailyByTag,
+}
+
+
+def _insert_by_dimension(org: Organization, day: date) -> None:
+    measures = [f.column for f in UsageDailyBy._meta.concrete_fields if f.name in UsageDaily.measure_names()]
+    sums = ", ".join(f"SUM({connection.ops.quote_name(c)})" for c in measures)
+    target = connection.ops.quote_name(UsageDailyBy._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in measures)
+    with connection.cursor() as cursor:
+        for name, source in BY_DIMENSION.items():
+            column = connection.ops.quote_name(source._meta.get_field(name).column)
+            cursor.execute(
+                f"INSERT INTO {target} (org_id, day, dimension, value, {columns}) "
+                f"SELECT org_id, day, %s, CAST({column} AS TEXT), {sums} "
+                f"FROM {connection.ops.quote_name(source._meta.db_table)} WHERE org_id = %s AND day = %s "
+                f"GROUP BY org_id, day, {column}",
+                [name, org.pk, connection.ops.adapt_datefield_value(day)],
+            )
+
+
 def rollup_day_rebuild(*, org: Organization, day: date) -> None:
     """Rebuild every rollup of one org-local day, in one transaction."""
     start, end = day_bounds(org, day)
@@ -148,6 +190,8 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
         for rollup in ROLLUPS:
             rollup.table.objects.filter(org=org, day=day).delete()
             _insert_from(rollup, org, day, start, end)
+        UsageDailyBy.objects.filter(org=org, day=day).delete()
+        _insert_by_dimension(org, day)
         ResourceDaily.objects.filter(org=org, day=day).delete()
         ResourceDaily.objects.bulk_create(_resources(org, day, start, end))
 

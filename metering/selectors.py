@@ -1,0 +1,798 @@
+"""The query layer: every read of usage, activity and sessions goes through here.
+
+A question is a `Query` (the viewer's `Scope`, a time range and `Filters`)
+plus what to group by and how to bucket time. The range is cut into parts
+(`plan`): whole org-local days that are clean are read from a daily rollup,
+whole UTC hours of clean days may be read from the hourly rollup, and the
+rest (the partial first and last days, days still marked dirty) from the raw
+rows. Each part is summed in SQL and the parts are added up here, so answers
+are exact and current however stale the rollups are.
+
+Rollups come in grains (metering.models); `_source` picks the smallest one
+whose dimensions cover the filters, the group-by and the viewer's scope.
+Distinct counts (users, sessions, conversations) union id sets across parts.
+
+A filter selects the rows that carry its dimension: a model filter selects
+the usage records of that model and no activity events (events have no
+model), so agent runs are 0 under it and sessions are those with such records.
+"""
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import BigIntegerField, Count, Exists, Func, Model, OuterRef, Q, QuerySet, Sum
+
+from accounts.access import Scope
+from accounts.models import ApiKey, Membership, Tag, Team
+from metering.models import (
+    ActivityDaily,
+    ActivityEvent,
+    ActivityKind,
+    Agent,
+    ConversationDaily,
+    DirtyDay,
+    LLMModel,
+    Project,
+    Repository,
+    Session,
+    SessionDaily,
+    UsageDaily,
+    UsageDailyBy,
+    UsageDailyByTag,
+    UsageDailyNarrow,
+    UsageHourly,
+    UsageMeasures,
+    UsageRecord,
+)
+from metering.pricing import quantize_money
+from metering.rollups import USAGE_MEASURES, day_bounds
+
+DIMENSIONS = ("team", "user", "project", "repository", "agent", "model", "api_key", "tag", "service_type")
+MEASURES = UsageMeasures.measure_names()
+HOUR = timedelta(hours=1)
+
+
+# --- The question --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Selected values per dimension: ids, or service type values. A dimension that was
+    asked for but matched nothing is present with an empty set: it selects nothing."""
+
+    selected: tuple[tuple[str, frozenset], ...] = ()
+
+    @classmethod
+    def of(cls, **dimensions: Iterable | None) -> "Filters":
+        unknown = set(dimensions) - set(DIMENSIONS)
+        if unknown:
+            raise ValueError(f"Unknown dimensions: {sorted(unknown)}")
+        return cls(tuple(sorted((k, frozenset(v)) for k, v in dimensions.items() if v is not None)))
+
+    def __iter__(self):
+        return iter(self.selected)
+
+    @property
+    def dims(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.selected)
+
+    @property
+    def select_nothing(self) -> bool:
+        return any(not values for _, values in self.selected)
+
+    def get(self, name: str) -> frozenset | None:
+        return dict(self.selected).get(name)
+
+
+@dataclass(frozen=True)
+class Query:
+    scope: Scope
+    start: datetime
+    end: datetime
+    filters: Filters = field(default_factory=Filters)
+
+    @property
+    def org(self):
+        return self.scope.org
+
+
+# --- Time buckets --------------------------------------------------------------------------------
+
+INTERVALS = ("5m", "1h", "6h", "day", "week")
+MAX_POINTS = 300
+
+
+def _local_midnight(day: date, tz) -> datetime:
+    return datetime.combine(day, time(), tz)
+
+
+def bucket_starts(org, start: datetime, end: datetime, interval: str) -> list[datetime]:
+    """The starts of the buckets covering [start, end), in the org's zone, plus the end of the
+    last one. Days and weeks (from Monday) start at local midnight, so a DST day is a 23- or
+    25-hour bucket; 6-hour buckets start at local 0, 6, 12 and 18 h; 5-minute and hourly
+    buckets are steps of real time from a local boundary, so they follow the local clock."""
+    tz = org.tzinfo
+    local = start.astimezone(tz)
+    if interval in ("5m", "1h"):
+        step = timedelta(minutes=5) if interval == "5m" else HOUR
+        floor = local.replace(
+            minute=local.minute - local.minute % 5 if interval == "5m" else 0, second=0, microsecond=0
+        )
+        first = floor.astimezone(UTC)
+        count = -(-(end - first) // step)
+        return [(first + i * step).astimezone(tz) for i in range(count + 1)]
+    day = local.date() - timedelta(days=local.weekday() if interval == "week" else 0)
+    starts = []
+    while True:
+        if interval == "6h":
+            candidates = [datetime.combine(day, time(h), tz) for h in (0, 6, 12, 18)]
+        else:
+            candidates = [_local_midnight(day, tz)]
+        for moment in candidates:
+            if moment >= end:
+                starts.append(moment)
+                return [s for i, s in enumerate(starts) if i + 1 == len(starts) or starts[i + 1] > start]
+            starts.append(moment)
+        day += timedelta(days=7 if interval == "week" else 1)
+
+
+INTERVAL_LENGTHS = {"5m": timedelta(minutes=5), "1h": HOUR, "6h": 6 * HOUR, "day": 24 * HOUR, "week": 168 * HOUR}
+
+
+def interval_for(start: datetime, end: datetime) -> str:
+    """DESIGN section 6: 24 h -> 5 min, 7 days -> 1 h, 30 days -> 6 h; otherwise the finest
+    interval that keeps a chart within about MAX_POINTS points."""
+    for interval in INTERVALS:
+        if (end - start) / INTERVAL_LENGTHS[interval] <= MAX_POINTS:
+            return interval
+    return "week"
+
+
+@dataclass(frozen=True)
+class Buckets:
+    starts: tuple[datetime, ...]  # the bucket starts and, last, the end of the last bucket
+    interval: str
+
+    @classmethod
+    def of(cls, org, start, end, interval) -> "Buckets":
+        return cls(tuple(bucket_starts(org, start, end, interval)), interval)
+
+    def index(self, moment: datetime) -> int:
+        return bisect.bisect_right(self.starts, moment) - 1
+
+    @property
+    def raw_slot_seconds(self) -> int:
+        # Every zone's offset is a multiple of 15 minutes, so a 15-minute UTC slot never
+        # straddles a local hour, day or week boundary.
+        return 300 if self.interval == "5m" else 900
+
+    @property
+    def whole_utc_hours(self) -> bool:
+        return self.interval != "5m" and all(s.minute == 0 and s.second == 0 for s in self.starts)
+
+
+# --- Cutting the range into parts ----------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    days: list[date] = field(default_factory=list)  # whole, clean: read from a daily rollup
+    hours: list[tuple[date, datetime, datetime]] = field(default_factory=list)  # whole UTC hours of clean days
+    raw: list[tuple[datetime, datetime]] = field(default_factory=list)  # read from the raw rows
+
+
+def plan(org, start: datetime, end: datetime, *, hours: bool = False) -> Plan:
+    """Cut [start, end) into rollup days, (optionally) rollup hours and raw intervals."""
+    tz = org.tzinfo
+    first, last = start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
+    dirty = set(DirtyDay.objects.filter(org=org, day__gte=first, day__lte=last).values_list("day", flat=True))
+    result = Plan()
+    day = first
+    while day <= last:
+        day_start, day_end = day_bounds(org, day)
+        a, b = max(day_start, start), min(day_end, end)
+        if day in dirty:
+            _add_raw(result, a, b)
+        elif (a, b) == (day_start, day_end):
+            result.days.append(day)
+        elif hours:
+            whole_from = a.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            whole_from += HOUR if whole_from < a else timedelta(0)
+            whole_to = b.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            if whole_from < whole_to:
+                _add_raw(result, a, whole_from)
+                result.hours.append((day, whole_from, whole_to))
+                _add_raw(result, whole_to, b)
+            else:
+                _add_raw(result, a, b)
+        else:
+            _add_raw(result, a, b)
+        day += timedelta(days=1)
+    return result
+
+
+def _add_raw(result: Plan, a: datetime, b: datetime) -> None:
+    if a >= b:
+        return
+    if result.raw and result.raw[-1][1] == a:
+        result.raw[-1] = (result.raw[-1][0], b)
+    else:
+        result.raw.append((a, b))
+
+
+def _time_q(intervals: list[tuple[datetime, datetime]], column: str = "timestamp") -> Q:
+    q = Q(pk__in=[])
+    for a, b in intervals:
+        q |= Q(**{f"{column}__gte": a, f"{column}__lt": b})
+    return q
+
+
+# --- Tables and the dimensions they carry --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    model: type[Model]
+    dims: frozenset[str]
+    grain: str  # "day", "hour" or "raw"
+    by_user: bool = True  # False: no user column, so only a whole-org scope may read it
+
+
+USAGE_RAW = Table(UsageRecord, frozenset(DIMENSIONS) | {"session", "conversation"}, "raw")
+USAGE_DAILY_BY = Table(UsageDailyBy, frozenset(), "day", by_user=False)  # one dimension at a time
+USAGE_HOURLY = Table(UsageHourly, frozenset({"team", "service_type"}), "hour", by_user=False)
+USAGE_DAY_TABLES = [  # smallest first
+    Table(UsageDailyNarrow, frozenset({"user", "team", "project", "agent", "model", "service_type"}), "day"),
+    Table(UsageDailyByTag, frozenset({"user", "team", "project", "agent", "model", "service_type", "tag"}), "day"),
+    Table(UsageDaily, frozenset(DIMENSIONS) - {"tag"}, "day"),
+]
+ACTIVITY_DIMS = frozenset({"team", "user", "project", "repository", "agent", "tag"})
+
+
+def _tag_overlap_ok(query: Query, by: tuple[str, ...]) -> bool:
+    """A by-tag rollup counts a record under each of its tags: right when grouping by tag,
+    or when filtering on one tag; a filter on several would count a record once per tag."""
+    tags = query.filters.get("tag")
+    return "tag" in by or tags is None or len(tags) <= 1
+
+
+def _day_table(query: Query, by: tuple[str, ...], needs: frozenset[str]) -> Table | None:
+    for table in USAGE_DAY_TABLES:
+        if needs <= table.dims and ("tag" not in needs or _tag_overlap_ok(query, by)):
+            return table
+    return None
+
+
+def _by_dimension_ok(query: Query, needs: frozenset[str], by: tuple[str, ...]) -> bool:
+    if not query.scope.sees_whole_org or len(needs) > 1:
+        return False
+    return "tag" not in needs or _tag_overlap_ok(query, by)
+
+
+# --- Summing usage -------------------------------------------------------------------------------
+
+
+class EpochSlot(Func):
+    """floor(seconds since the epoch / `seconds`): a time-zone-free bucket of raw timestamps."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, expression, seconds: int):
+        super().__init__(expression)
+        self.seconds = int(seconds)
+
+    def as_sql(self, compiler, connection, **extra):
+        template = f"CAST(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / {self.seconds}) AS BIGINT)"
+        return super().as_sql(compiler, connection, template=template, **extra)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = f"(CAST(unixepoch(%(expressions)s) AS INTEGER) / {self.seconds})"
+        return super().as_sql(compiler, connection, template=template, **extra)
+
+
+def _slot_start(slot: int, seconds: int) -> datetime:
+    return datetime.fromtimestamp(slot * seconds, UTC)
+
+
+def _restrict(queryset: QuerySet, query: Query, table: Table, kind_dims: frozenset[str]) -> QuerySet:
+    """Scope and filters on one table holding rows of a kind with dimensions `kind_dims`. A
+    filter on a dimension the kind lacks selects none of its rows (see the module docstring)."""
+    scope = query.scope
+    if table.by_user:
+        queryset = queryset.filter(scope.usage_q())
+    elif scope.sees_whole_org:
+        queryset = queryset.filter(org=scope.org)
+    else:  # never chosen for a narrower scope; refuse rather than leak
+        raise AssertionError(f"{table.model.__name__} cannot be read for a {scope.role}")
+    for name, values in query.filters:
+        if name not in kind_dims:
+            return queryset.none()
+        if name not in table.dims:  # the planner picks only tables that carry the filters
+            raise AssertionError(f"{table.model.__name__} has no {name}")
+        if name == "tag" and table.grain == "raw":
+            links = queryset.model.tags.through.objects.filter(**{_link_field(queryset.model): OuterRef("pk")})
+            queryset = queryset.filter(Exists(links.filter(tag__in=values)))
+        else:
+            queryset = queryset.filter(**{f"{name}__in": values})
+    return queryset
+
+
+def _link_field(model) -> str:
+    return "record" if model is UsageRecord else "event"
+
+
+def _raw_group(name: str) -> str:
+    return "tags" if name == "tag" else name
+
+
+@dataclass
+class Rows:
+    """Sums by key: key = (bucket index or None, *group-by values)."""
+
+    sums: dict[tuple, dict[str, object]] = field(default_factory=dict)
+
+    def add(self, key: tuple, values: Mapping[str, object]) -> None:
+        target = self.sums.get(key)
+        if target is None:
+            self.sums[key] = {name: values[name] or 0 for name in values}
+            return
+        for name, value in values.items():
+            target[name] += value or 0
+
+
+def usage_sums(query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | None = None) -> Rows:
+    """Usage measures of `query` grouped by `by` (dimension names) and, if given, time buckets.
+
+    Every part of the range is read from the smallest table that can answer it, and added up.
+    """
+    rows = Rows()
+    if query.filters.select_nothing:
+        return rows
+    needs = query.filters.dims | frozenset(by)
+    if not query.scope.sees_whole_org:
+        needs |= {"user", "team"}
+    by_dimension = _by_dimension_ok(query, needs, by) and not (buckets and buckets.interval not in ("day", "week"))
+    hourly_ok = (
+        query.scope.sees_whole_org and needs <= USAGE_HOURLY.dims and (buckets is None or buckets.whole_utc_hours)
+    )
+    sub_day = buckets is not None and buckets.interval not in ("day", "week")
+    day_table = None if sub_day else _day_table(query, by, needs)
+    parts = plan(query.org, query.start, query.end, hours=hourly_ok)
+    if sub_day and not hourly_ok:  # no daily rollup can split a day: read it raw
+        parts = Plan(raw=[(query.start, query.end)])
+    elif sub_day:  # whole days come from the hourly rollup too
+        parts = _days_as_hours(query.org, parts)
+
+    if parts.days and by_dimension:
+        _sum_by_dimension(rows, query, parts.days, needs, by, buckets)
+    elif parts.days and day_table is not None:
+        _sum_table(rows, query, day_table, Q(day__in=parts.days), "day", by, buckets)
+    elif parts.days:
+        parts.raw = _merge(parts.raw + [day_bounds(query.org, d) for d in parts.days])
+    if parts.hours:
+        hours_q = Q(pk__in=[])
+        for day, a, b in parts.hours:
+            hours_q |= Q(day=day, hour__gte=a, hour__lt=b)
+        _sum_table(rows, query, USAGE_HOURLY, hours_q, "hour", by, buckets)
+    if parts.raw:
+        _sum_table(rows, query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets)
+    return rows
+
+
+def _days_as_hours(org, parts: Plan) -> Plan:
+    hours = list(parts.hours)
+    for day in parts.days:
+        a, b = day_bounds(org, day)
+        hours.append((day, a, b))
+    return Plan(hours=hours, raw=parts.raw)
+
+
+def _merge(intervals):
+    merged: list[tuple[datetime, datetime]] = []
+    for a, b in sorted(intervals):
+        if merged and merged[-1][1] >= a:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _bucket_of(buckets: Buckets | None, org, column: str, value) -> int | None:
+    if buckets is None:
+        return None
+    if column == "day":
+        return buckets.index(_local_midnight(value, org.tzinfo))
+    if column == "hour":
+        return buckets.index(value)
+    return buckets.index(_slot_start(value, buckets.raw_slot_seconds))
+
+
+def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by, buckets) -> None:
+    queryset = _restrict(table.model.objects.filter(where), query, table, USAGE_RAW.dims)
+    groups = [_raw_group(name) if table.grain == "raw" else name for name in by]
+    if table.grain == "raw":
+        aggregates = USAGE_MEASURES
+        if buckets is not None:
+            queryset = queryset.annotate(r_slot=EpochSlot("timestamp", buckets.raw_slot_seconds))
+            groups = ["r_slot", *groups]
+    else:
+        aggregates = {f"r_{name}": Sum(name) for name in MEASURES}
+        if buckets is not None:
+            groups = [column, *groups]
+    for row in queryset.values(*groups).annotate(**aggregates).order_by():
+        bucket_column = "r_slot" if table.grain == "raw" else column
+        bucket = _bucket_of(buckets, query.org, column, row[bucket_column]) if buckets is not None else None
+        key = (bucket, *(row[g] for g in groups[1 if buckets is not None else 0 :]))
+        rows.add(key, {name: row[f"r_{name}"] for name in MEASURES})
+
+
+def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets) -> None:
+    (name,) = needs or {"service_type"}  # KPI totals: the smallest dimension adds up to them
+    queryset = UsageDailyBy.objects.filter(org=query.org, dimension=name, day__in=days)
+    values = query.filters.get(name)
+    if values is not None:
+        queryset = queryset.filter(value__in=[str(v) for v in values])
+    groups = ["value"] if by else []
+    if buckets is not None:
+        groups = ["day", *groups]
+    aggregates = {f"r_{m}": Sum(m) for m in MEASURES}
+    for row in queryset.values(*groups).annotate(**aggregates).order_by():
+        bucket = _bucket_of(buckets, query.org, "day", row["day"]) if buckets is not None else None
+        key = (bucket,) + ((_typed(name, row["value"]),) if by else ())
+        rows.add(key, {m: row[f"r_{m}"] for m in MEASURES})
+
+
+def _typed(dimension: str, value: str | None):
+    if value is None or dimension == "service_type":
+        return value
+    return int(value)
+
+
+# --- Distinct things: users, sessions, conversations; activity ----------------------------------
+
+ACTIVITY_RAW = Table(ActivityEvent, ACTIVITY_DIMS, "raw")
+ACTIVITY_DAY = Table(ActivityDaily, ACTIVITY_DIMS - {"tag"}, "day")
+SESSION_DAY = Table(SessionDaily, frozenset({"user", "team", "project", "agent"}), "day")  # both kinds
+CONVERSATION_DAY = Table(
+    ConversationDaily, frozenset({"user", "team", "project", "agent", "model", "service_type"}), "day"
+)
+
+
+def _covering(table: Table, query: Query, kind_dims: frozenset[str]) -> Table | None:
+    """`table` if it can apply every filter that applies to its kind of row, else None (read raw)."""
+    return table if (query.filters.dims & kind_dims) <= table.dims else None
+
+
+def _split(query: Query, parts: Plan, table: Table | None) -> tuple[list[date], list[tuple[datetime, datetime]]]:
+    """The days `table` answers and the raw intervals left (all of them when there is no table)."""
+    if table is None:
+        return [], _merge(parts.raw + [day_bounds(query.org, d) for d in parts.days])
+    return parts.days, parts.raw
+
+
+def _distinct(queryset: QuerySet, column: str) -> set:
+    values = set(queryset.exclude(**{f"{column}__isnull": True}).values_list(column, flat=True).distinct())
+    values.discard("")
+    return values
+
+
+# Raw usage records and events, each with the dimensions its rows carry.
+RAW_KINDS = ((USAGE_RAW, USAGE_RAW.dims), (ACTIVITY_RAW, ACTIVITY_DIMS))
+
+
+def session_ids(query: Query, parts: Plan) -> set[int]:
+    """Sessions with a record or an event in the range that the scope and filters select."""
+    if query.filters.select_nothing:
+        return set()
+    # SessionDaily holds sessions seen in records and in events alike: usable only when every
+    # filter applies to both kinds of rows.
+    table = SESSION_DAY if query.filters.dims <= SESSION_DAY.dims else None
+    days, raw = _split(query, parts, table)
+    ids = set()
+    if days:
+        ids |= _distinct(_restrict(SessionDaily.objects.filter(day__in=days), query, table, table.dims), "session")
+    for raw_table, kind_dims in RAW_KINDS:
+        if raw:
+            ids |= _distinct(
+                _restrict(raw_table.model.objects.filter(_time_q(raw)), query, raw_table, kind_dims), "session"
+            )
+    return ids
+
+
+def conversation_count(query: Query, parts: Plan) -> int:
+    if query.filters.select_nothing:
+        return 0
+    table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
+    days, raw = _split(query, parts, table)
+    ids = set()
+    if days:
+        qs = ConversationDaily.objects.filter(day__in=days)
+        ids |= _distinct(_restrict(qs, query, table, USAGE_RAW.dims), "conversation_id")
+    if raw:
+        qs = UsageRecord.objects.filter(_time_q(raw))
+        ids |= _distinct(_restrict(qs, query, USAGE_RAW, USAGE_RAW.dims), "conversation_id")
+    return len(ids)
+
+
+def _activity_parts(query: Query, parts: Plan):
+    table = _covering(ACTIVITY_DAY, query, ACTIVITY_DIMS)
+    days, raw = _split(query, parts, table)
+    if days:
+        yield "day", _restrict(ActivityDaily.objects.filter(day__in=days), query, table, ACTIVITY_DIMS)
+    if raw:
+        yield "raw", _restrict(ActivityEvent.objects.filter(_time_q(raw)), query, ACTIVITY_RAW, ACTIVITY_DIMS)
+
+
+def activity_users(query: Query, parts: Plan) -> set[int]:
+    if query.filters.select_nothing:
+        return set()
+    return set().union(*(_distinct(qs, "user") for _, qs in _activity_parts(query, parts)))
+
+
+def activity_sums(query: Query, parts: Plan, *, by: tuple[str, ...] = ()) -> dict[tuple, dict[str, int]]:
+    """Events, quantity and lines (added + removed) by (kind, *by) over the range."""
+    result: dict[tuple, dict[str, int]] = defaultdict(lambda: {"events": 0, "quantity": 0, "lines": 0})
+    if query.filters.select_nothing:
+        return result
+    for grain, queryset in _activity_parts(query, parts):
+        events = Sum("events") if grain == "day" else Count("id")
+        rows = queryset.values("kind", *by).annotate(
+            r_events=events, r_quantity=Sum("quantity"), r_added=Sum("lines_added"), r_removed=Sum("lines_removed")
+        )
+        for row in rows.order_by():
+            target = result[(row["kind"], *(row[b] for b in by))]
+            target["events"] += row["r_events"] or 0
+            target["quantity"] += row["r_quantity"] or 0
+            target["lines"] += (row["r_added"] or 0) + (row["r_removed"] or 0)
+    return result
+
+
+# --- Answers: what the API and the pages show ----------------------------------------------------
+
+
+def format_money(value: Decimal | int | float) -> str:
+    """Exact decimal string, at least two decimals: '12.5' -> '12.50', '0.0012345' stays."""
+    value = quantize_money(Decimal(value)).normalize()
+    if value == value.to_integral_value() or -value.as_tuple().exponent < 2:
+        return f"{value:.2f}"
+    return f"{value:f}"
+
+
+def _zero() -> dict[str, object]:
+    return {name: Decimal(0) if name in ("cost", "session_cost") else 0 for name in MEASURES}
+
+
+def _total(rows: Rows) -> dict[str, object]:
+    total = _zero()
+    for values in rows.sums.values():
+        for name in MEASURES:
+            total[name] += values[name]
+    return total
+
+
+def _session_durations(ids: set[int], by_agent: bool = False):
+    """Sum of (last_seen - first_seen) in seconds over sessions, per agent if asked."""
+    sums: dict = defaultdict(float)
+    counts: dict = defaultdict(int)
+    ids = list(ids)
+    for i in range(0, len(ids), 50_000):
+        for agent, first, last in Session.objects.filter(pk__in=ids[i : i + 50_000]).values_list(
+            "agent", "first_seen", "last_seen"
+        ):
+            key = agent if by_agent else None
+            sums[key] += (last - first).total_seconds()
+            counts[key] += 1
+    return sums, counts
+
+
+def _ratio(numerator, denominator, places: int = 3):
+    return round(numerator / denominator, places) if denominator else 0
+
+
+def _usage_profile(query: Query) -> tuple[dict, set, set, set]:
+    """Usage totals and the users, models and projects seen. Org-wide, four reads of the
+    one-dimension rollup beat one read grouped by all three at the narrow grain."""
+    if query.scope.sees_whole_org and len(query.filters.dims) <= 1:
+        seen = [{key[1] for key in usage_sums(query, by=(d,)).sums} for d in ("user", "model", "project")]
+        return _total(usage_sums(query)), *seen
+    rows = usage_sums(query, by=("user", "model", "project"))
+    users, models, projects = (
+        (set(values) for values in zip(*(key[1:] for key in rows.sums), strict=True))
+        if rows.sums
+        else (set(), set(), set())
+    )
+    return _total(rows), users, models, projects
+
+
+def summary(query: Query) -> dict:
+    """DESIGN section 8: the KPI summary of a range."""
+    total, users, models, projects = _usage_profile(query)
+    parts = plan(query.org, query.start, query.end)
+    sessions = session_ids(query, parts)
+    durations, _ = _session_durations(sessions)
+    kinds = {kind: values for (kind,), values in activity_sums(query, parts).items()}
+    none = {"events": 0, "quantity": 0, "lines": 0}
+    diffs = kinds.get(ActivityKind.DIFF_ACCEPTED, none)
+    return {
+        "start": query.start.astimezone(query.org.tzinfo).isoformat(),
+        "end": query.end.astimezone(query.org.tzinfo).isoformat(),
+        "requests": total["requests"],
+        "failed_requests": total["failed_requests"],
+        "input_tokens": total["input_tokens"],
+        "cached_input_tokens": total["cached_input_tokens"],
+        "output_tokens": total["output_tokens"],
+        "total_tokens": total["input_tokens"] + total["output_tokens"],
+        "cost": format_money(total["cost"]),
+        "sessions": len(sessions),
+        "avg_session_duration_seconds": _ratio(durations[None], len(sessions)),
+        "avg_cost_per_session": format_money(_ratio(total["session_cost"], len(sessions), 10)),
+        "unique_users": len(users | activity_users(query, parts)),
+        "agent_runs": kinds.get(ActivityKind.AGENT_RUN, none)["quantity"],
+        "accepted_diffs": diffs["quantity"],
+        "tasks_completed": kinds.get(ActivityKind.TASK_COMPLETED, none)["quantity"],
+        "lines_of_code": diffs["lines"],
+        "unique_models": len(models),
+        "active_projects": len(projects - {None}),
+        "total_projects": Project.objects.filter(org=query.org).count(),
+        "conversations": conversation_count(query, parts),
+    }
+
+
+METRICS = ("cost", "tokens", "requests", "sessions")
+
+
+def timeseries(query: Query, *, metric: str, interval: str | None = None) -> dict:
+    """DESIGN section 8: one metric per bucket, every bucket present."""
+    interval = interval or interval_for(query.start, query.end)
+    buckets = Buckets.of(query.org, query.start, query.end, interval)
+    values = _series(query, buckets, metric)
+    points = [
+        {"start": start.isoformat(), "value": format_money(v) if metric == "cost" else v}
+        for start, v in zip(buckets.starts[:-1], values, strict=True)
+    ]
+    return {"metric": metric, "interval": interval, "points": points}
+
+
+def _series(query: Query, buckets: Buckets, metric: str, by: tuple[str, ...] = ()) -> list:
+    n = len(buckets.starts) - 1
+    if metric == "sessions":
+        return [len(ids) for ids in _session_series(query, buckets)]
+    values = [Decimal(0) if metric == "cost" else 0] * n
+    for (bucket, *_), sums in usage_sums(query, by=by, buckets=buckets).sums.items():
+        values[bucket] += _metric(sums, metric)
+    return values
+
+
+def _metric(sums, metric: str):
+    if metric == "cost":
+        return sums["cost"]
+    if metric == "tokens":
+        return sums["input_tokens"] + sums["output_tokens"]
+    return sums["requests"]
+
+
+def _session_series(query: Query, buckets: Buckets) -> list[set]:
+    """Distinct sessions per bucket: daily rows for whole days when buckets are days or weeks."""
+    per_bucket: list[set] = [set() for _ in range(len(buckets.starts) - 1)]
+    if query.filters.select_nothing:
+        return per_bucket
+    daily = buckets.interval in ("day", "week")
+    parts = plan(query.org, query.start, query.end) if daily else Plan(raw=[(query.start, query.end)])
+    table = SESSION_DAY if query.filters.dims <= SESSION_DAY.dims else None
+    days, raw = _split(query, parts, table)
+    if days:
+        qs = _restrict(SessionDaily.objects.filter(day__in=days), query, table, table.dims)
+        for day, session in qs.values_list("day", "session").distinct():
+            per_bucket[buckets.index(_local_midnight(day, query.org.tzinfo))].add(session)
+    seconds = buckets.raw_slot_seconds
+    for raw_table, kind_dims in RAW_KINDS:
+        if not raw:
+            break
+        qs = _restrict(raw_table.model.objects.filter(_time_q(raw)), query, raw_table, kind_dims)
+        qs = qs.filter(session__isnull=False).annotate(r_slot=EpochSlot("timestamp", seconds))
+        for slot, session in qs.values_list("r_slot", "session").distinct():
+            per_bucket[buckets.index(_slot_start(slot, seconds))].add(session)
+    return per_bucket
+
+
+def _names(dimension: str, ids: Iterable, org) -> dict:
+    """Display names of dimension values: emails (or external ids) for users, names otherwise."""
+    ids = [i for i in ids if i is not None]
+    if dimension == "service_type":
+        return {i: i for i in ids}
+    if dimension == "user":
+        members = Membership.objects.filter(org=org, user_id__in=ids).values_list(
+            "user_id", "user__email", "external_id", "user__name"
+        )
+        return {uid: email or external or name or f"user {uid}" for uid, email, external, name in members}
+    model = {"team": Team, "project": Project, "agent": Agent, "model": LLMModel}[dimension]
+    return dict(model.objects.filter(pk__in=ids).values_list("pk", "name"))
+
+
+def breakdown(query: Query, dimension: str) -> list[dict]:
+    """{"name", "cost", "requests", "total_tokens"} per value of one dimension, by cost."""
+    rows = usage_sums(query, by=(dimension,))
+    names = _names(dimension, (key[1] for key in rows.sums), query.org)
+    out = [
+        {
+            "name": names.get(value, value) if value is not None else None,
+            "cost": sums["cost"],
+            "requests": sums["requests"],
+            "total_tokens": sums["input_tokens"] + sums["output_tokens"],
+        }
+        for (_, value), sums in rows.sums.items()
+    ]
+    out.sort(key=lambda r: (-r["cost"], -r["requests"], str(r["name"])))
+    for row in out:
+        row["cost"] = format_money(row["cost"])
+    return out
+
+
+def cost_breakdown(query: Query) -> dict:
+    lists = {f"by_{d}": breakdown(query, d) for d in ("model", "project", "user", "team", "service_type")}
+    total = sum((Decimal(r["cost"]) for r in lists["by_model"]), Decimal(0))
+    return {"total": format_money(total), **lists}
+
+
+def by_agent(query: Query) -> dict:
+    """DESIGN section 8: usage and sessions per agent."""
+    rows = usage_sums(query, by=("agent",))
+    parts = plan(query.org, query.start, query.end)
+    sessions = session_ids(query, parts)
+    durations, counts = _session_durations(sessions, by_agent=True)
+    agents = set(counts) | {key[1] for key in rows.sums}
+    names = _names("agent", agents, query.org)
+    out = []
+    for agent in agents:
+        sums = rows.sums.get((None, agent), _zero())
+        n = counts.get(agent, 0)
+        out.append(
+            {
+                "agent": names.get(agent) if agent is not None else None,
+                "sessions": n,
+                "requests": sums["requests"],
+                "total_tokens": sums["input_tokens"] + sums["output_tokens"],
+                "cost": sums["cost"],
+                "avg_cost_per_session": format_money(_ratio(sums["session_cost"], n, 10)),
+                "avg_duration_seconds": _ratio(durations.get(agent, 0), n),
+            }
+        )
+    out.sort(key=lambda r: (-r["cost"], -r["requests"], str(r["agent"])))
+    for row in out:
+        row["cost"] = format_money(row["cost"])
+    return {"agents": out}
+
+
+# --- Filters by name -----------------------------------------------------------------------------
+
+
+def filters_from_names(org, names: Mapping[str, list[str]]) -> Filters:
+    """Filters from the values people type (names; emails or external ids for users; names or
+    public prefixes for API keys), looked up in `org` only. Unknown names select nothing: a
+    member asking for someone else gets zeros, not a hint that the person exists."""
+    selected: dict[str, set] = {}
+    for dimension, values in names.items():
+        values = [v for v in values if v]
+        if not values:
+            continue
+        if dimension == "service_type":
+            selected[dimension] = set(values)
+        elif dimension == "user":
+            emails = Q(user__email__in=[])
+            for value in values:
+                emails |= Q(user__email__iexact=value)
+            members = Membership.objects.filter(org=org).filter(emails | Q(external_id__in=values))
+            selected[dimension] = set(members.values_list("user_id", flat=True))
+        elif dimension == "api_key":
+            keys = ApiKey.objects.filter(org=org).filter(Q(name__in=values) | Q(prefix__in=values))
+            selected[dimension] = set(keys.values_list("pk", flat=True))
+        elif dimension == "model":
+            selected[dimension] = set(LLMModel.objects.filter(name__in=values).values_list("pk", flat=True))
+        else:
+            model = {"team": Team, "project": Project, "repository": Repository, "agent": Agent, "tag": Tag}[dimension]
+            selected[dimension] = set(model.objects.filter(org=org, name__in=values).values_list("pk", flat=True))
+    return Filters.of(**selected)
