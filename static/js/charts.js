@@ -22,9 +22,14 @@
  *     "area": false,                   // line: fill under each line
  *     "money": true, "currency": "USD",// values are money (decimal strings are fine)
  *     "suffix": "GB-h",                // otherwise an optional unit after each value
- *     "centre_label": "Total",         // doughnut: caption above the total in the hole
+ *     "centre_label": "Total",         // doughnut: caption above the total in the hole ("" for none)
+ *     "legend": false,                 // never show Chart.js's own legend
+ *     "empty_text": "No requests yet", // shown when no visible value is non-zero
  *     "title": "Cost per day"          // aria-label when the canvas has none
  *   }
+ *
+ * Only "kind" and "labels"/"datasets" are required. Bars and lines without a
+ * "colour" (and slices without "colours") take one from a fixed palette.
  *
  * Time labels are wall-clock times in the org's time zone *without* an offset
  * ("2025-03-01" or "2025-03-01T13:00"): the browser reads them as local times
