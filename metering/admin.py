@@ -11,6 +11,7 @@ from metering.models import (
     ActivityDaily,
     ActivityEvent,
     Agent,
+    ConversationDaily,
     DirtyDay,
     LLMModel,
     ModelPrice,
@@ -21,8 +22,10 @@ from metering.models import (
     Session,
     SessionDaily,
     UsageDaily,
+    UsageDailyBy,
     UsageDailyByTag,
     UsageDailyNarrow,
+    UsageHourly,
     UsageRecord,
 )
 
@@ -229,5 +232,16 @@ class RollupAdmin(IngestedAdmin):
         return [f.name for f in self.model._meta.concrete_fields if f.name != "id"]
 
 
-for rollup in (UsageDaily, UsageDailyNarrow, UsageDailyByTag, ActivityDaily, ResourceDaily, SessionDaily):
+ROLLUPS = (
+    UsageDaily,
+    UsageDailyNarrow,
+    UsageDailyByTag,
+    UsageDailyBy,
+    UsageHourly,
+    ActivityDaily,
+    ResourceDaily,
+    SessionDaily,
+    ConversationDaily,
+)
+for rollup in ROLLUPS:
     admin.site.register(rollup, RollupAdmin)

@@ -18,8 +18,10 @@ model), so agent runs are 0 under it and sessions are those with such records.
 """
 
 import bisect
+import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -185,8 +187,23 @@ class Plan:
     raw: list[tuple[datetime, datetime]] = field(default_factory=list)  # read from the raw rows
 
 
+_raw_only = ContextVar("raw_only", default=False)
+
+
+@contextlib.contextmanager
+def raw_only() -> Iterator[None]:
+    """Answer from the raw rows alone, ignoring every rollup: the benchmark's baseline."""
+    token = _raw_only.set(True)
+    try:
+        yield
+    finally:
+        _raw_only.reset(token)
+
+
 def plan(org, start: datetime, end: datetime, *, hours: bool = False) -> Plan:
     """Cut [start, end) into rollup days, (optionally) rollup hours and raw intervals."""
+    if _raw_only.get():
+        return Plan(raw=[(start, end)])
     tz = org.tzinfo
     first, last = start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
     dirty = set(DirtyDay.objects.filter(org=org, day__gte=first, day__lte=last).values_list("day", flat=True))

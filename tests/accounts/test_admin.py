@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from accounts.admin import org_q
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
+from metering.admin import ROLLUPS
 from metering.models import (
-    ActivityDaily,
     ActivityEvent,
     ActivityKind,
     Agent,
@@ -23,13 +23,8 @@ from metering.models import (
     ModelPrice,
     Project,
     Repository,
-    ResourceDaily,
     ResourceUsage,
     Session,
-    SessionDaily,
-    UsageDaily,
-    UsageDailyByTag,
-    UsageDailyNarrow,
     UsageRecord,
     UsageRecordTag,
 )
@@ -88,6 +83,7 @@ def make_org_rows(org: Organization, user: User, llm: LLMModel, price: ModelPric
         project=project,
         agent=agent,
         session=session,
+        conversation_id=f"{org.slug}-c",
         api_key=key,
         input_tokens=100,
         output_tokens=20,
@@ -116,8 +112,9 @@ def make_org_rows(org: Organization, user: User, llm: LLMModel, price: ModelPric
     # The rollups of that day, built from the rows above.
     day = now.astimezone(org.tzinfo).date()
     rollup_day_rebuild(org=org, day=day)
-    for rollup in (UsageDaily, UsageDailyNarrow, UsageDailyByTag, ActivityDaily, ResourceDaily, SessionDaily):
-        rows[rollup] = rollup.objects.get(org=org, day=day)
+    for rollup in ROLLUPS:
+        rows[rollup] = rollup.objects.filter(org=org, day=day).first()
+        assert rows[rollup] is not None
     return rows
 
 
