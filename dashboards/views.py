@@ -81,3 +81,36 @@ def home(request):
             "scope": places[0].scope if places else None,
         },
     )
+
+
+# --- The five dashboard pages (DESIGN section 7) ----------------------------------------------
+# Each view: access gate -> AnalyticsForm -> selectors -> render the page, or only the partial
+# named by the htmx request. Filled in page by page (issue 5).
+
+
+def page_context(request, org_slug: str, page_name: str) -> dict:
+    """What every dashboard page needs: the viewer's scope (404 for another org), their orgs
+    for the switcher, and the filter form bound to the URL's query string."""
+    from accounts.access import scope_for_request
+    from metering.forms import AnalyticsForm
+
+    scope = scope_for_request(request, org_slug)
+    form = AnalyticsForm(request.GET, org=scope.org)
+    return {"scope": scope, "scopes": scopes_for_user(request.user), "page_name": page_name, "filter_form": form}
+
+
+def _page(page_name: str):
+    @login_required
+    @require_GET
+    def view(request, org_slug: str):
+        return render(request, f"dashboards/{page_name}.html", page_context(request, org_slug, page_name))
+
+    view.__name__ = page_name
+    return view
+
+
+overview = _page("overview")
+usage = _page("usage")
+analytics = _page("analytics")
+agents = _page("agents")
+resources = _page("resources")

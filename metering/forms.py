@@ -10,6 +10,9 @@ from metering.selectors import DIMENSIONS, INTERVAL_LENGTHS, INTERVALS, METRICS,
 
 DEFAULT_RANGE = timedelta(days=30)
 MAX_POINTS_ASKED = 5000
+# The filter bar's presets (DESIGN section 7), also accepted by the API so that a page URL and an
+# API URL with the same query string give the same numbers. `start`/`end` override them.
+RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "14d": timedelta(days=14), "30d": timedelta(days=30)}
 
 
 def parse_moment(value: str, tz, *, end: bool) -> datetime:
@@ -38,6 +41,8 @@ class RepeatableField(forms.Field):
 
 
 class AnalyticsForm(forms.Form):
+    range = forms.ChoiceField(choices=[(r, r) for r in [*RANGES, "month"]], required=False)
+    month = forms.CharField(required=False, help_text="YYYY-MM, with range=month; default the current month")
     start = forms.CharField(required=False)
     end = forms.CharField(required=False)
     metric = forms.ChoiceField(choices=[(m, m) for m in METRICS], required=False)
@@ -74,12 +79,31 @@ class AnalyticsForm(forms.Form):
             )
         return values
 
+    def clean_month(self):
+        value = self.cleaned_data["month"]
+        if not value:
+            return None
+        try:
+            return date.fromisoformat(f"{value}-01")
+        except ValueError:
+            raise forms.ValidationError("Give the month as YYYY-MM.") from None
+
+    def _preset(self, data) -> tuple[datetime, datetime]:
+        """The range the preset names, ending now (a month: the whole month in the org's zone)."""
+        tz = self.org.tzinfo
+        if data["range"] == "month" or data["month"]:
+            first = data["month"] or self.now.astimezone(tz).date().replace(day=1)
+            following = (first + timedelta(days=32)).replace(day=1)
+            return datetime.combine(first, time(), tz), datetime.combine(following, time(), tz)
+        return self.now - RANGES.get(data["range"], DEFAULT_RANGE), self.now
+
     def clean(self):
         data = super().clean()
         if self.errors:
             return data
-        end = data["end"] or self.now
-        start = data["start"] or end - DEFAULT_RANGE
+        preset_start, preset_end = self._preset(data)
+        end = data["end"] or (preset_end if not data["start"] else self.now)
+        start = data["start"] or (preset_start if not data["end"] else end - DEFAULT_RANGE)
         if start >= end:
             raise forms.ValidationError("'start' must be before 'end'.")
         interval = data.get("interval")
