@@ -716,7 +716,7 @@ def _session_series(query: Query, buckets: Buckets) -> list[set]:
     return per_bucket
 
 
-def _names(dimension: str, ids: Iterable, org) -> dict:
+def dimension_names(dimension: str, ids: Iterable, org) -> dict:
     """Display names of dimension values: emails (or external ids) for users, names otherwise."""
     ids = [i for i in ids if i is not None]
     if dimension == "service_type":
@@ -733,7 +733,7 @@ def _names(dimension: str, ids: Iterable, org) -> dict:
 def breakdown(query: Query, dimension: str) -> list[dict]:
     """{"name", "cost", "requests", "total_tokens"} per value of one dimension, by cost."""
     rows = usage_sums(query, by=(dimension,))
-    names = _names(dimension, (key[1] for key in rows.sums), query.org)
+    names = dimension_names(dimension, (key[1] for key in rows.sums), query.org)
     out = [
         {
             "name": names.get(value, value) if value is not None else None,
@@ -762,7 +762,7 @@ def by_agent(query: Query) -> dict:
     sessions = session_ids(query, parts)
     durations, counts = _session_durations(sessions, by_agent=True)
     agents = set(counts) | {key[1] for key in rows.sums}
-    names = _names("agent", agents, query.org)
+    names = dimension_names("agent", agents, query.org)
     out = []
     for agent in agents:
         sums = rows.sums.get((None, agent), _zero())
