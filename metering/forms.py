@@ -8,11 +8,13 @@ from django.utils import timezone
 from metering.models import ServiceType
 from metering.selectors import DIMENSIONS, INTERVAL_LENGTHS, INTERVALS, METRICS, Query, filters_from_names
 
-DEFAULT_RANGE = timedelta(days=30)
+DEFAULT_RANGE = "30d"
 MAX_POINTS_ASKED = 5000
 # The filter bar's presets (DESIGN section 7), also accepted by the API so that a page URL and an
-# API URL with the same query string give the same numbers. `start`/`end` override them.
-RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "14d": timedelta(days=14), "30d": timedelta(days=30)}
+# API URL with the same query string give the same numbers. `start`/`end` override them. "Last N
+# days" are today and the N - 1 days before it in the org's zone: whole days, like the charts'
+# day buckets (and readable from the daily rollups); "24h" is the last 24 hours to the minute.
+RANGES = {"24h": None, "7d": 7, "14d": 14, "30d": 30}
 
 
 def parse_moment(value: str, tz, *, end: bool) -> datetime:
@@ -95,7 +97,11 @@ class AnalyticsForm(forms.Form):
             first = data["month"] or self.now.astimezone(tz).date().replace(day=1)
             following = (first + timedelta(days=32)).replace(day=1)
             return datetime.combine(first, time(), tz), datetime.combine(following, time(), tz)
-        return self.now - RANGES.get(data["range"], DEFAULT_RANGE), self.now
+        days = RANGES[data["range"] or DEFAULT_RANGE]
+        if days is None:
+            return self.now - timedelta(hours=24), self.now
+        first = self.now.astimezone(tz).date() - timedelta(days=days - 1)
+        return datetime.combine(first, time(), tz), self.now
 
     def clean(self):
         data = super().clean()
@@ -103,7 +109,7 @@ class AnalyticsForm(forms.Form):
             return data
         preset_start, preset_end = self._preset(data)
         end = data["end"] or (preset_end if not data["start"] else self.now)
-        start = data["start"] or (preset_start if not data["end"] else end - DEFAULT_RANGE)
+        start = data["start"] or (preset_start if not data["end"] else end - timedelta(days=RANGES[DEFAULT_RANGE]))
         if start >= end:
             raise forms.ValidationError("'start' must be before 'end'.")
         interval = data.get("interval")

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import BigIntegerField, Count, Exists, Func, Model, OuterRef, Q, QuerySet, Sum
+from django.db import connection
+from django.db.models import BigIntegerField, Count, Exists, F, Func, Model, OuterRef, Q, QuerySet, Sum
 
 from accounts.access import Scope
 from accounts.models import ApiKey, Membership, Tag, Team
@@ -40,6 +41,8 @@ from metering.models import (
     LLMModel,
     Project,
     Repository,
+    ResourceDaily,
+    ResourceUsage,
     Session,
     SessionDaily,
     UsageDaily,
@@ -492,32 +495,62 @@ def _split(query: Query, parts: Plan, table: Table | None) -> tuple[list[date], 
 
 
 def _distinct(queryset: QuerySet, column: str) -> set:
-    values = set(queryset.exclude(**{f"{column}__isnull": True}).values_list(column, flat=True).distinct())
+    values = set(_column(queryset, column).values_list(column, flat=True))
     values.discard("")
     return values
+
+
+def _column(queryset: QuerySet, column: str) -> QuerySet:
+    """The distinct non-empty values of one column, as a query to count or union in SQL."""
+    return (
+        queryset.exclude(**{f"{column}__isnull": True})
+        .exclude(**{column: ""} if column == "conversation_id" else {})
+        .values(column)
+        .order_by()
+        .distinct()
+    )
+
+
+def _union(querysets: list[QuerySet]) -> QuerySet | None:
+    """One query of the distinct rows of several (UNION drops duplicates), or None if none."""
+    if not querysets:
+        return None
+    return querysets[0].union(*querysets[1:]) if len(querysets) > 1 else querysets[0]
 
 
 # Raw usage records and events, each with the dimensions its rows carry.
 RAW_KINDS = ((USAGE_RAW, USAGE_RAW.dims), (ACTIVITY_RAW, ACTIVITY_DIMS))
 
 
-def session_ids(query: Query, parts: Plan) -> set[int]:
-    """Sessions with a record or an event in the range that the scope and filters select."""
+def _sessions(query: Query, parts: Plan) -> QuerySet | None:
+    """The ids of the sessions with a record or an event in the range that the scope and filters
+    select, as one SQL query (None when nothing can match)."""
     if query.filters.select_nothing:
-        return set()
+        return None
     # SessionDaily holds sessions seen in records and in events alike: usable only when every
     # filter applies to both kinds of rows.
     table = SESSION_DAY if query.filters.dims <= SESSION_DAY.dims else None
     days, raw = _split(query, parts, table)
-    ids = set()
+    ids = []
     if days:
-        ids |= _distinct(_restrict(SessionDaily.objects.filter(day__in=days), query, table, table.dims), "session")
+        ids.append(_column(_restrict(SessionDaily.objects.filter(day__in=days), query, table, table.dims), "session"))
     for raw_table, kind_dims in RAW_KINDS:
         if raw:
-            ids |= _distinct(
-                _restrict(raw_table.model.objects.filter(_time_q(raw)), query, raw_table, kind_dims), "session"
-            )
-    return ids
+            rows = _restrict(raw_table.model.objects.filter(_time_q(raw)), query, raw_table, kind_dims)
+            ids.append(_column(rows, "session"))
+    return _union(ids)
+
+
+def session_stats(query: Query, parts: Plan, *, by_agent: bool = False) -> dict:
+    """{agent id (None unless by_agent): (sessions, their total duration in seconds)}, counted in SQL.
+    A session's duration is its last minus its first timestamp, over all of its records and events."""
+    ids = _sessions(query, parts)
+    if ids is None:
+        return {}
+    sessions = Session.objects.filter(pk__in=ids).order_by()
+    stats = {"n": Count("id"), "seconds": Sum(F("last_seen") - F("first_seen"))}
+    rows = sessions.values("agent").annotate(**stats) if by_agent else [{"agent": None, **sessions.aggregate(**stats)}]
+    return {row["agent"]: (row["n"], row["seconds"].total_seconds() if row["seconds"] else 0.0) for row in rows}
 
 
 def conversation_count(query: Query, parts: Plan) -> int:
@@ -525,14 +558,15 @@ def conversation_count(query: Query, parts: Plan) -> int:
         return 0
     table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
     days, raw = _split(query, parts, table)
-    ids = set()
+    ids = []
     if days:
         qs = ConversationDaily.objects.filter(day__in=days)
-        ids |= _distinct(_restrict(qs, query, table, USAGE_RAW.dims), "conversation_id")
+        ids.append(_column(_restrict(qs, query, table, USAGE_RAW.dims), "conversation_id"))
     if raw:
         qs = UsageRecord.objects.filter(_time_q(raw))
-        ids |= _distinct(_restrict(qs, query, USAGE_RAW, USAGE_RAW.dims), "conversation_id")
-    return len(ids)
+        ids.append(_column(_restrict(qs, query, USAGE_RAW, USAGE_RAW.dims), "conversation_id"))
+    union = _union(ids)
+    return union.count() if union is not None else 0
 
 
 def _activity_parts(query: Query, parts: Plan):
@@ -591,21 +625,6 @@ def _total(rows: Rows) -> dict[str, object]:
     return total
 
 
-def _session_durations(ids: set[int], by_agent: bool = False):
-    """Sum of (last_seen - first_seen) in seconds over sessions, per agent if asked."""
-    sums: dict = defaultdict(float)
-    counts: dict = defaultdict(int)
-    ids = list(ids)
-    for i in range(0, len(ids), 50_000):
-        for agent, first, last in Session.objects.filter(pk__in=ids[i : i + 50_000]).values_list(
-            "agent", "first_seen", "last_seen"
-        ):
-            key = agent if by_agent else None
-            sums[key] += (last - first).total_seconds()
-            counts[key] += 1
-    return sums, counts
-
-
 def _ratio(numerator, denominator, places: int = 3):
     return round(numerator / denominator, places) if denominator else 0
 
@@ -629,8 +648,7 @@ def summary(query: Query) -> dict:
     """DESIGN section 8: the KPI summary of a range."""
     total, users, models, projects = _usage_profile(query)
     parts = plan(query.org, query.start, query.end)
-    sessions = session_ids(query, parts)
-    durations, _ = _session_durations(sessions)
+    sessions, seconds = session_stats(query, parts).get(None, (0, 0.0))
     kinds = {kind: values for (kind,), values in activity_sums(query, parts).items()}
     none = {"events": 0, "quantity": 0, "lines": 0}
     diffs = kinds.get(ActivityKind.DIFF_ACCEPTED, none)
@@ -644,9 +662,9 @@ def summary(query: Query) -> dict:
         "output_tokens": total["output_tokens"],
         "total_tokens": total["input_tokens"] + total["output_tokens"],
         "cost": format_money(total["cost"]),
-        "sessions": len(sessions),
-        "avg_session_duration_seconds": _ratio(durations[None], len(sessions)),
-        "avg_cost_per_session": format_money(_ratio(total["session_cost"], len(sessions), 10)),
+        "sessions": sessions,
+        "avg_session_duration_seconds": _ratio(seconds, sessions),
+        "avg_cost_per_session": format_money(_ratio(total["session_cost"], sessions, 10)),
         "unique_users": len(users | activity_users(query, parts)),
         "agent_runs": kinds.get(ActivityKind.AGENT_RUN, none)["quantity"],
         "accepted_diffs": diffs["quantity"],
@@ -759,14 +777,13 @@ def by_agent(query: Query) -> dict:
     """DESIGN section 8: usage and sessions per agent."""
     rows = usage_sums(query, by=("agent",))
     parts = plan(query.org, query.start, query.end)
-    sessions = session_ids(query, parts)
-    durations, counts = _session_durations(sessions, by_agent=True)
-    agents = set(counts) | {key[1] for key in rows.sums}
+    sessions = session_stats(query, parts, by_agent=True)
+    agents = set(sessions) | {key[1] for key in rows.sums}
     names = dimension_names("agent", agents, query.org)
     out = []
     for agent in agents:
         sums = rows.sums.get((None, agent), _zero())
-        n = counts.get(agent, 0)
+        n, seconds = sessions.get(agent, (0, 0.0))
         out.append(
             {
                 "agent": names.get(agent) if agent is not None else None,
@@ -775,7 +792,7 @@ def by_agent(query: Query) -> dict:
                 "total_tokens": sums["input_tokens"] + sums["output_tokens"],
                 "cost": sums["cost"],
                 "avg_cost_per_session": format_money(_ratio(sums["session_cost"], n, 10)),
-                "avg_duration_seconds": _ratio(durations.get(agent, 0), n),
+                "avg_duration_seconds": _ratio(seconds, n),
             }
         )
     out.sort(key=lambda r: (-r["cost"], -r["requests"], str(r["agent"])))
@@ -813,3 +830,172 @@ def filters_from_names(org, names: Mapping[str, list[str]]) -> Filters:
             model = {"team": Team, "project": Project, "repository": Repository, "agent": Agent, "tag": Tag}[dimension]
             selected[dimension] = set(model.objects.filter(org=org, name__in=values).values_list("pk", flat=True))
     return Filters.of(**selected)
+
+
+# --- Pages: resources and request lists ---------------------------------------------------------
+# What the Analytics, Agents and Resources pages read beyond the API's four answers. Like
+# everything above, each function takes a Query and starts from its scope.
+
+RESOURCE_DIMS = frozenset({"user", "team", "project", "agent"})
+RESOURCE_RAW = Table(ResourceUsage, RESOURCE_DIMS, "raw")
+RESOURCE_DAY = Table(ResourceDaily, RESOURCE_DIMS, "day")
+RESOURCE_MEASURES = ("cpu_core_seconds", "ram_gb_seconds", "storage_gb_seconds")
+_ALLOCATED = (("cpu_core_seconds", "cpu_cores"), ("ram_gb_seconds", "ram_gb"), ("storage_gb_seconds", "storage_gb"))
+
+
+def resource_sums(
+    query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | None = None
+) -> dict[tuple, dict[str, Decimal]]:
+    """CPU core-seconds, RAM GB-seconds and storage GB-seconds by (bucket index or None, *by).
+
+    Allocations are counted for the time they spend inside the range (and each bucket), as
+    ResourceDaily counts them per day: whole clean days come from that rollup, the rest (partial
+    and dirty days, and every day when buckets are shorter than a day) from the raw allocations,
+    prorated here the way metering.rollups._resources does. Allocations carry a user, team,
+    project and agent only, so a filter on any other dimension selects none of them.
+    """
+    unknown = set(by) - RESOURCE_DIMS
+    if unknown:
+        raise ValueError(f"Resources have no {sorted(unknown)}")
+    result: dict[tuple, dict[str, Decimal]] = {}
+
+    def add(key, values):
+        target = result.setdefault(key, dict.fromkeys(RESOURCE_MEASURES, Decimal(0)))
+        for name, value in values:
+            target[name] += value or 0
+
+    if query.filters.select_nothing:
+        return result
+    sub_day = buckets is not None and buckets.interval not in ("day", "week")
+    parts = Plan(raw=[(query.start, query.end)]) if sub_day else plan(query.org, query.start, query.end)
+    if parts.days:
+        days = _restrict(ResourceDaily.objects.filter(day__in=parts.days), query, RESOURCE_DAY, RESOURCE_DIMS)
+        groups = (["day"] if buckets is not None else []) + list(by)
+        sums = {f"r_{name}": Sum(name) for name in RESOURCE_MEASURES}
+        for row in days.values(*groups).annotate(**sums).order_by():
+            bucket = _bucket_of(buckets, query.org, "day", row["day"]) if buckets is not None else None
+            add((bucket, *(row[b] for b in by)), [(name, row[f"r_{name}"]) for name in RESOURCE_MEASURES])
+    if parts.raw:
+        overlapping = Q(pk__in=[])
+        for a, b in parts.raw:
+            overlapping |= Q(start__lt=b, end__gt=a)
+        allocations = _restrict(ResourceUsage.objects.filter(overlapping), query, RESOURCE_RAW, RESOURCE_DIMS)
+        columns = ("start", "end", "cpu_cores", "ram_gb", "storage_gb", *by)
+        for row in allocations.values(*columns).order_by():
+            key = tuple(row[b] for b in by)
+            for a, b in parts.raw:
+                lo, hi = max(row["start"], a), min(row["end"], b)
+                if lo >= hi:
+                    continue
+                if buckets is None:
+                    pieces = [(None, lo, hi)]
+                else:
+                    pieces, i = [], buckets.index(lo)
+                    while i < len(buckets.starts) - 1 and buckets.starts[i] < hi:
+                        pieces.append((i, max(lo, buckets.starts[i]), min(hi, buckets.starts[i + 1])))
+                        i += 1
+                for bucket, x, y in pieces:
+                    seconds = Decimal((y - x).total_seconds())  # as the rollup computes it
+                    add((bucket, *key), [(name, row[column] * seconds) for name, column in _ALLOCATED])
+    return result
+
+
+def usage_records(query: Query) -> QuerySet:
+    """The raw usage records the scope and filters select in the range, newest first.
+
+    A lazy QuerySet: the requests table slices one page of it, the CSV export streams it with
+    .aiterator(), so neither ever holds the whole range in memory.
+    """
+    if query.filters.select_nothing:
+        return UsageRecord.objects.none()
+    rows = UsageRecord.objects.filter(timestamp__gte=query.start, timestamp__lt=query.end)
+    return _restrict(rows, query, USAGE_RAW, USAGE_RAW.dims).order_by("-timestamp", "-id")
+
+
+def conversation_counts(query: Query, dimension: str) -> dict:
+    """Distinct conversations per value of `dimension` (user, team, project, agent, model or
+    service_type); a conversation that spans two values counts for each. Counted in SQL."""
+    if dimension not in CONVERSATION_DAY.dims:
+        raise ValueError(f"Conversations are not counted by {dimension}")
+    if query.filters.select_nothing:
+        return {}
+    table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
+    days, raw = _split(query, plan(query.org, query.start, query.end), table)
+    pairs = []
+    if days:
+        qs = _restrict(ConversationDaily.objects.filter(day__in=days), query, table, USAGE_RAW.dims)
+        pairs.append(qs)
+    if raw:
+        pairs.append(_restrict(UsageRecord.objects.filter(_time_q(raw)), query, USAGE_RAW, USAGE_RAW.dims))
+    union = _union(
+        [
+            qs.exclude(conversation_id="")
+            .values(r_value=F(dimension), r_conversation=F("conversation_id"))
+            .order_by()
+            .distinct()
+            for qs in pairs
+        ]
+    )
+    if union is None:
+        return {}
+    # UNION leaves distinct (value, conversation) pairs; counting them per value is one more GROUP BY.
+    sql, params = union.order_by().query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT u.r_value, COUNT(*) FROM ({sql}) u GROUP BY u.r_value", params)
+        return {_typed(dimension, value) if value is not None else None: n for value, n in cursor.fetchall()}
+
+
+def session_counts(query: Query, buckets: Buckets, *, by: str = "agent") -> dict[tuple, int]:
+    """Distinct sessions per (bucket index, value of `by`), as the sessions timeseries counts them
+    (a session counts in every bucket it has a record or an event in)."""
+    if by not in SESSION_DAY.dims:
+        raise ValueError(f"Sessions are not counted by {by}")
+    per: dict[tuple, set] = defaultdict(set)
+    if query.filters.select_nothing:
+        return {}
+    daily = buckets.interval in ("day", "week")
+    parts = plan(query.org, query.start, query.end) if daily else Plan(raw=[(query.start, query.end)])
+    table = SESSION_DAY if query.filters.dims <= SESSION_DAY.dims else None
+    days, raw = _split(query, parts, table)
+    if days:
+        qs = _restrict(SessionDaily.objects.filter(day__in=days), query, table, table.dims)
+        for day, value, session in qs.values_list("day", by, "session").order_by().distinct():
+            per[(buckets.index(_local_midnight(day, query.org.tzinfo)), value)].add(session)
+    seconds = buckets.raw_slot_seconds
+    for raw_table, kind_dims in RAW_KINDS if raw else ():
+        qs = _restrict(raw_table.model.objects.filter(_time_q(raw)), query, raw_table, kind_dims)
+        qs = qs.filter(session__isnull=False).annotate(r_slot=EpochSlot("timestamp", seconds))
+        for slot, value, session in qs.values_list("r_slot", by, "session").order_by().distinct():
+            per[(buckets.index(_slot_start(slot, seconds)), value)].add(session)
+    return {key: len(sessions) for key, sessions in per.items()}
+
+
+def activity_series(query: Query, buckets: Buckets, *, kinds: Iterable[str] = ()) -> dict[tuple, dict[str, int]]:
+    """Events and quantity by (bucket index, kind), only of `kinds` when given: activity_sums over time."""
+    result: dict[tuple, dict[str, int]] = defaultdict(lambda: {"events": 0, "quantity": 0})
+    if query.filters.select_nothing:
+        return result
+    daily = buckets.interval in ("day", "week")
+    parts = plan(query.org, query.start, query.end) if daily else Plan(raw=[(query.start, query.end)])
+    kinds = list(kinds)
+    seconds = buckets.raw_slot_seconds
+    for grain, queryset in _activity_parts(query, parts):
+        if kinds:
+            queryset = queryset.filter(kind__in=kinds)
+        if grain == "day":
+            rows = queryset.values("day", "kind").annotate(r_events=Sum("events"), r_quantity=Sum("quantity"))
+        else:
+            rows = (
+                queryset.annotate(r_slot=EpochSlot("timestamp", seconds))
+                .values("r_slot", "kind")
+                .annotate(r_events=Count("id"), r_quantity=Sum("quantity"))
+            )
+        for row in rows.order_by():
+            if grain == "day":
+                bucket = buckets.index(_local_midnight(row["day"], query.org.tzinfo))
+            else:
+                bucket = buckets.index(_slot_start(row["r_slot"], seconds))
+            target = result[(bucket, row["kind"])]
+            target["events"] += row["r_events"] or 0
+            target["quantity"] += row["r_quantity"] or 0
+    return result

@@ -139,7 +139,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='usagehourly',
-            index=models.Index(fields=['org', 'hour'], name='usagehourly_org_hour'),
+            index=models.Index(fields=['org', 'day', 'hour'], name='usagehourly_org_day_hour'),
         ),
         migrations.RunPython(mark_rolled_up_days_dirty, migrations.RunPython.noop),
     ]

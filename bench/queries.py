@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Issue 4's query benchmark: the query layer against the raw rows, on 10M records.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/queries.py \\
+        [--db tally_bench_queries] [--load] [--rebuild] [--runs 15] [--raw-runs 3]
+
+It uses the database bench/dataset.py loaded (`--load` loads it first: about
+7 minutes), times one day's rollup rebuild (and, with `--rebuild`, all days),
+then times each query org-wide (an admin) and for one member (the busiest
+person), through the query layer and, in the same run, the same answer from
+the raw rows alone (`selectors.raw_only()`), checks both answers are equal,
+and prints p50/p95 and the raw/layer ratio against the goals: p95 <= 100 ms,
+>= 30x faster than raw for ranges of 7 days or more, one day's rollup <= 2 s.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import dataset  # noqa: E402
+
+P95_GOAL_MS, RATIO_GOAL, DAY_REBUILD_GOAL_S = 100, 30, 2.0
+
+
+def timed(fn, runs: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return times, result
+
+
+def p(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def queries(selectors, scope, now: datetime):
+    """(name, days covered, function) for every query of the issue."""
+    from metering.forms import AnalyticsForm
+    from metering.selectors import Buckets
+
+    def q(days: int):
+        # The ranges the filter bar and the API default to: today and the days before it, or 24 h.
+        form = AnalyticsForm({"range": "24h" if days == 1 else f"{days}d"}, org=scope.org, now=now)
+        assert form.is_valid(), form.errors
+        return form.query(scope)
+
+    def sparklines():
+        query = q(30)
+        buckets = Buckets.of(scope.org, query.start, query.end, "day")
+        rows = selectors.usage_sums(query, by=("user",), buckets=buckets)
+        per_user: dict = {}
+        for (bucket, user), sums in rows.sums.items():
+            per_user.setdefault(user, [0] * (len(buckets.starts) - 1))[bucket] += sums["requests"]
+        table = selectors.breakdown(query, "user")
+        return table, per_user
+
+    return [
+        ("summary, 30 days", 30, lambda: selectors.summary(q(30))),
+        ("timeseries day, 30 days", 30, lambda: selectors.timeseries(q(30), metric="cost", interval="day")),
+        ("timeseries 1 h, 7 days", 7, lambda: selectors.timeseries(q(7), metric="cost", interval="1h")),
+        ("timeseries 5 min, 24 h", 1, lambda: selectors.timeseries(q(1), metric="cost", interval="5m")),
+        ("by-agent, 30 days", 30, lambda: selectors.by_agent(q(30))),
+        ("cost-breakdown, 30 days", 30, lambda: selectors.cost_breakdown(q(30))),
+        ("by user + daily sparklines, 30 d", 30, sparklines),
+        ("by team, 30 days", 30, lambda: selectors.breakdown(q(30), "team")),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default=dataset.DEFAULT_DB)
+    parser.add_argument("--load", action="store_true", help="(re)load the dataset first (bench/dataset.py defaults)")
+    parser.add_argument("--rebuild", action="store_true", help="time rebuilding every day's rollups")
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per query through the layer")
+    parser.add_argument("--raw-runs", type=int, default=3, help="timed runs per query from raw rows")
+    args = parser.parse_args()
+
+    base_url = dataset.server_url()
+    if args.load:
+        dataset.recreate_database(base_url, args.db)
+    os.environ["DATABASE_URL"] = dataset.with_database(base_url, args.db)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "usage_site.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.models import Count
+    from django.db.models.functions import TruncDate
+
+    from accounts.access import Scope, scope_for_user
+    from accounts.models import Organization, Role
+    from metering import selectors
+    from metering.models import DirtyDay, UsageRecord
+    from metering.rollups import days_with_data, rollup_day_rebuild, rollups_rebuild_days
+
+    call_command("migrate", verbosity=0)
+    if args.load:
+        dataset.load(records=10_000_000, days=90, seed=1, now=datetime.fromisoformat("2026-11-22T06:00:00+00:00"))
+    params = dataset.loaded_params()
+    if params is None:
+        sys.exit(f"{args.db} holds no finished dataset: run with --load (or bench/dataset.py).")
+    now = datetime.fromisoformat(params["now"])
+    org = Organization.objects.get(slug="bench")
+    records = UsageRecord.objects.filter(org=org).count()
+    print(f"{args.db}: {records:,} usage records, now = {now.isoformat()}")
+
+    days = days_with_data(org, None, now.astimezone(org.tzinfo).date())
+    if args.rebuild or DirtyDay.objects.filter(org=org).exists():
+        started = time.perf_counter()
+        rollups_rebuild_days(org=org, days=days)
+        print(f"rollups, all {len(days)} days: {time.perf_counter() - started:.1f} s")
+    # The three busiest days of the last two weeks: the worst case of a nightly or dirty-day rebuild.
+    per_day = (
+        UsageRecord.objects.filter(org=org, timestamp__gte=now - timedelta(days=14), timestamp__lt=now)
+        .annotate(d=TruncDate("timestamp", tzinfo=org.tzinfo))
+        .values("d")
+        .annotate(n=Count("id"))
+        .order_by("-n")[:3]
+    )
+    one_day = [row["d"] for row in per_day]
+    day_times = []
+    for day in one_day:
+        started = time.perf_counter()
+        rollup_day_rebuild(org=org, day=day)
+        day_times.append(time.perf_counter() - started)
+    day_median = statistics.median(day_times)
+    flag = "ok" if day_median <= DAY_REBUILD_GOAL_S else "MISSED"
+    print(
+        f"rollups, one day (median of the busiest: {', '.join(map(str, one_day))}): {day_median:.2f} s  goal <= 2 s: {flag}\n"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    busiest = (
+        UsageRecord.objects.filter(org=org, user__memberships__role=Role.MEMBER, user__email__isnull=False)
+        .values("user")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .first()
+    )
+    from accounts.models import User
+
+    member = User.objects.get(pk=busiest["user"])
+    scopes = [
+        ("org", Scope(org=org, role=Role.ADMIN)),
+        (f"member ({busiest['n']:,} rec.)", scope_for_user(member, org)),
+    ]
+
+    header = f"{'query':34} {'viewer':22} {'layer p50':>9} {'p95':>7} {'raw p50':>9} {'p95':>7} {'raw/layer':>9}  goals"
+    print(header)
+    print("-" * len(header))
+    missed = 0
+    for label, scope in scopes:
+        for name, span_days, fn in queries(selectors, scope, now):
+            fn()  # warm the caches and the plan
+            layer, answer = timed(fn, args.runs)
+            with selectors.raw_only():
+                raw, raw_answer = timed(fn, args.raw_runs)
+            same = answer == raw_answer
+            ratio = statistics.median(raw) / statistics.median(layer)
+            goals = [p(layer, 95) <= P95_GOAL_MS]
+            if span_days >= 7:
+                goals.append(ratio >= RATIO_GOAL)
+            verdict = ("ok" if all(goals) else "MISSED") + ("" if same else "  ANSWERS DIFFER")
+            missed += not all(goals) or not same
+            print(
+                f"{name:34} {label:22} {statistics.median(layer):7.1f}ms {p(layer, 95):5.1f}ms "
+                f"{statistics.median(raw):7.0f}ms {p(raw, 95):5.0f}ms {ratio:8.1f}x  {verdict}"
+            )
+    print(f"\n{missed} queries missed a goal or disagreed with raw" if missed else "\nevery goal met")
+
+
+if __name__ == "__main__":
+    main()
