@@ -456,13 +456,14 @@ class UsageDailyBy(UsageMeasures):
 
 
 class UsageHourly(UsageMeasures):
-    """Usage per UTC hour by team and service type: sub-day charts of the whole org.
+    """Usage per UTC hour by user, team and service type: sub-day charts, for any viewer.
 
     `day` is the org-local day whose rebuild wrote the row: in a zone whose
     offset is not whole hours, the hour that straddles midnight has a row on each side.
     """
 
     hour = models.DateTimeField()
+    user = rollup_required(User)
     team = rollup_dimension(Team)
     service_type = models.CharField(max_length=20)
 

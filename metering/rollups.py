@@ -76,7 +76,7 @@ def _narrow(org, day, start, end):
 def _hourly(org, day, start, end):
     window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end)
     hours = window.annotate(r_hour=TruncHour("timestamp", tzinfo=UTC))
-    return hours.values("r_hour", "team", "service_type").annotate(**USAGE_MEASURES).order_by()
+    return hours.values("r_hour", "user", "team", "service_type").annotate(**USAGE_MEASURES).order_by()
 
 
 def _conversations(org, day, start, end):

@@ -264,7 +264,7 @@ class Table:
 
 USAGE_RAW = Table(UsageRecord, frozenset(DIMENSIONS) | {"session", "conversation"}, "raw")
 USAGE_DAILY_BY = Table(UsageDailyBy, frozenset(), "day", by_user=False)  # one dimension at a time
-USAGE_HOURLY = Table(UsageHourly, frozenset({"team", "service_type"}), "hour", by_user=False)
+USAGE_HOURLY = Table(UsageHourly, frozenset({"user", "team", "service_type"}), "hour")
 USAGE_DAY_TABLES = [  # smallest first
     Table(UsageDailyNarrow, frozenset({"user", "team", "project", "agent", "model", "service_type"}), "day"),
     Table(UsageDailyByTag, frozenset({"user", "team", "project", "agent", "model", "service_type", "tag"}), "day"),
@@ -376,9 +376,7 @@ def usage_sums(query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | Non
     if not query.scope.sees_whole_org:
         needs |= {"user", "team"}
     by_dimension = _by_dimension_ok(query, needs, by) and not (buckets and buckets.interval not in ("day", "week"))
-    hourly_ok = (
-        query.scope.sees_whole_org and needs <= USAGE_HOURLY.dims and (buckets is None or buckets.whole_utc_hours)
-    )
+    hourly_ok = needs <= USAGE_HOURLY.dims and (buckets is None or buckets.whole_utc_hours)
     sub_day = buckets is not None and buckets.interval not in ("day", "week")
     day_table = None if sub_day else _day_table(query, by, needs)
     parts = plan(query.org, query.start, query.end, hours=hourly_ok)
