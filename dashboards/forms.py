@@ -232,7 +232,7 @@ class FilterBar:
         if _midnight(start) and _midnight(end):
             last = end - timedelta(days=1)
             first = f"{start:%-d %b}" if start.year == last.year else f"{start:%-d %b %Y}"
-            return first if start.date() == last.date() else f"{first} – {last:%-d %b %Y}"
+            return f"{start:%-d %b %Y}" if start.date() == last.date() else f"{first} – {last:%-d %b %Y}"
         fmt = "%-d %b, %H:%M" if start.year == end.year else "%-d %b %Y, %H:%M"
         return f"{start:{fmt}} – {end:{fmt}}"
 

@@ -42,6 +42,18 @@ from metering.selectors import (
 
 # Shown for usage without a project or team, and for the series folded into "Others".
 NEUTRAL_COLOUR = "#98a2b3"
+# static/js/charts.js's palette, for teams and projects nobody gave a colour.
+PALETTE = ("#4f46e5", "#0d9488", "#f59e0b", "#db2777", "#0284c7", "#7c3aed", "#65a30d", "#ea580c", "#64748b")
+_DEFAULT_COLOURS = {Team: Team._meta.get_field("colour").default, Project: Project._meta.get_field("colour").default}
+
+
+def colour_of(model, pk: int, colour: str) -> str:
+    """The colour a team or project is drawn in, the same on every page: its own, or, while it
+    still has the default one that ingestion gives every new team and project (so all of them
+    would look alike), a palette colour picked by its id."""
+    if colour and colour.lower() != _DEFAULT_COLOURS[model]:
+        return colour
+    return PALETTE[pk % len(PALETTE)]
 
 
 # --- Filter bar ----------------------------------------------------------------------------------
@@ -95,11 +107,14 @@ def filter_options(scope: Scope, *, start: datetime | None = None, end: datetime
         if value:
             users.append(Option(value, name or value, value if name else ""))
     return {
-        "team": [Option(name, name, colour=colour) for name, colour in teams.values_list("name", "colour")],
+        "team": [
+            Option(name, name, colour=colour_of(Team, pk, colour))
+            for pk, name, colour in teams.values_list("pk", "name", "colour")
+        ],
         "user": users,
         "project": [
-            Option(name, name, colour=colour)
-            for name, colour in Project.objects.filter(org=org).values_list("name", "colour")
+            Option(name, name, colour=colour_of(Project, pk, colour))
+            for pk, name, colour in Project.objects.filter(org=org).values_list("pk", "name", "colour")
         ],
         "repository": _named(Repository.objects.filter(org=org)),
         "agent": _named(Agent.objects.filter(org=org)),
@@ -169,10 +184,10 @@ def people(scope: Scope, user_ids: Iterable[int | None]) -> dict[int, Person]:
     links = Membership.teams.through.objects.filter(membership__org=scope.org, membership__user_id__in=ids)
     if not scope.sees_whole_org:
         links = links.filter(team_id__in=scope.team_ids)
-    for user_id, name, colour in links.order_by("team__name").values_list(
-        "membership__user_id", "team__name", "team__colour"
+    for user_id, team_id, name, colour in links.order_by("team__name").values_list(
+        "membership__user_id", "team_id", "team__name", "team__colour"
     ):
-        teams[user_id].append(Badge(name, colour))
+        teams[user_id].append(Badge(name, colour_of(Team, team_id, colour)))
     result = {}
     for user_id, email, external_id, name in Membership.objects.filter(org=scope.org, user_id__in=ids).values_list(
         "user_id", "user__email", "external_id", "user__name"
@@ -316,7 +331,7 @@ def tokens_by_project(query: Query, buckets: Buckets) -> list[Series]:
     for (bucket, project), sums in usage_sums(query, by=("project",), buckets=buckets).sums.items():
         per_project[project][bucket] += _tokens(sums)
     projects = {
-        pk: (name, colour)
+        pk: (name, colour_of(Project, pk, colour))
         for pk, name, colour in Project.objects.filter(org=query.org, pk__in=[p for p in per_project if p]).values_list(
             "pk", "name", "colour"
         )
@@ -465,7 +480,7 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str, models: bool = T
         chart = [Series("Active users", "", active, None)]
     else:
         teams = dict(
-            (pk, (name, colour))
+            (pk, (name, colour_of(Team, pk, colour)))
             for pk, name, colour in Team.objects.filter(org=query.org, pk__in=[t for t in totals if t]).values_list(
                 "pk", "name", "colour"
             )
@@ -484,11 +499,12 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str, models: bool = T
                     **totals[team],
                 )
             )
+        colours = {row.label: row.colour for row in rows}
         chart = _top_series(
             {row.label: row.trend for row in rows},
             {row.label: row.requests for row in rows},
             lambda label: label,
-            lambda label: next(row.colour for row in rows if row.label == label),
+            colours.get,
             n,
             TOP_TEAMS,
             "Other teams",

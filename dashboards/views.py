@@ -263,9 +263,9 @@ def usage(request, org_slug: str):
         if section in (None, "kpis"):
             summary = metering.summary(query)
             context["summary"] = summary
-            context["avg_requests"] = (
-                round(summary["requests"] / summary["unique_users"], 1) if summary["unique_users"] else 0
-            )
+            # One decimal, and none when it is whole: "3.5", "4".
+            average = round(summary["requests"] / summary["unique_users"], 1) if summary["unique_users"] else 0
+            context["avg_requests"] = int(average) if average == int(average) else average
         if section in (None, "activity", "table"):
             buckets, links = chart_buckets(request, query, context["filter_form"])
             context.update(links)
@@ -277,6 +277,7 @@ def usage(request, org_slug: str):
                 kind="bar" if by == "user" else "stacked-bar",
                 empty_text="No requests in this period",
                 title="Active users" if by == "user" else "Requests by team",
+                integer=True,
             )
             columns = USAGE_COLUMNS[by]
             context["columns"] = columns

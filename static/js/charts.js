@@ -22,6 +22,7 @@
  *     "area": false,                   // line: fill under each line
  *     "money": true, "currency": "USD",// values are money (decimal strings are fine)
  *     "suffix": "GB-h",                // otherwise an optional unit after each value
+ *     "integer": true,                 // whole numbers only: no fractional ticks (counts of people)
  *     "centre_label": "Total",         // doughnut: caption above the total in the hole ("" for none)
  *     "legend": false,                 // never show Chart.js's own legend
  *     "empty_text": "No requests yet", // shown when no visible value is non-zero
@@ -222,6 +223,9 @@
     month: "MMMM yyyy",
   };
 
+  // Axis labels: a 24-hour clock and day-month order, as the tooltips and the pages write them.
+  const DISPLAY_FORMATS = { minute: "HH:mm", hour: "HH:mm", day: "d MMM", week: "d MMM", month: "MMM yyyy" };
+
   function baseOptions(spec, t, showLegend) {
     return {
       responsive: true,
@@ -329,8 +333,15 @@
     };
     if (spec.x === "time" && !horizontal) {
       category.type = "time";
-      category.time = { unit: spec.unit || "day", tooltipFormat: TOOLTIP_FORMATS[spec.unit || "day"] };
+      category.time = {
+        unit: spec.unit || "day",
+        tooltipFormat: TOOLTIP_FORMATS[spec.unit || "day"],
+        displayFormats: DISPLAY_FORMATS,
+      };
       category.offset = !isLine;
+      // Midnight ticks of an hourly axis name the day ("19 Nov") instead of "00:00".
+      category.ticks.major = { enabled: true };
+      category.ticks.font = (context) => ({ weight: context.tick && context.tick.major ? "600" : "normal" });
     }
     const value = {
       beginAtZero: true,
@@ -339,6 +350,7 @@
       border: { display: false },
       ticks: { color: t.muted, maxTicksLimit: 6, callback: (v) => fmt.tick(v) },
     };
+    if (spec.integer) value.ticks.precision = 0; // counts of people: no 0.5 ticks
 
     const options = baseOptions(spec, t, showLegend);
     options.indexAxis = horizontal ? "y" : "x";
