@@ -33,6 +33,7 @@ from metering.selectors import (
     INTERVAL_LENGTHS,
     INTERVALS,
     Buckets,
+    Filters,
     Query,
     activity_sums,
     dimension_names,
@@ -42,8 +43,8 @@ from metering.selectors import (
 
 # Shown for usage without a project or team, and for the series folded into "Others".
 NEUTRAL_COLOUR = "#98a2b3"
-# static/js/charts.js's palette, for teams and projects nobody gave a colour.
-PALETTE = ("#4f46e5", "#0d9488", "#f59e0b", "#db2777", "#0284c7", "#7c3aed", "#65a30d", "#ea580c", "#64748b")
+# static/js/charts.js's palette without its grey (NEUTRAL_COLOUR's), for teams and projects nobody gave a colour.
+PALETTE = ("#4f46e5", "#0d9488", "#f59e0b", "#db2777", "#0284c7", "#7c3aed", "#65a30d", "#ea580c")
 _DEFAULT_COLOURS = {Team: Team._meta.get_field("colour").default, Project: Project._meta.get_field("colour").default}
 
 
@@ -408,6 +409,7 @@ TOP_TEAMS = 10
 class BreakdownRow:
     """One user or team of the Usage page's table."""
 
+    pk: int | None  # the user's or team's id (None: usage without a team)
     key: str  # data-row: the user's email (or external id), or the team's name
     label: str
     email: str = ""
@@ -435,13 +437,13 @@ class UsageBreakdown:
     chart: list[Series]  # by user: active users per bucket; by team: requests per bucket and team
 
 
-def usage_breakdown(query: Query, buckets: Buckets, *, by: str, models: bool = True) -> UsageBreakdown:
-    """The Usage page's table and activity chart, by "user" or by "team".
+def usage_breakdown(query: Query, buckets: Buckets, *, by: str) -> UsageBreakdown:
+    """The Usage page's table and activity chart, by "user" or by "team", without the rows'
+    models (`add_models` reads them for the rows shown).
 
-    One bucketed read gives every row's totals, its trend and the chart; a second one the
-    models of each row (skipped with models=False); then one or two queries for names.
-    Active users per bucket are users with a request in it (the reference's definition);
-    the summary's unique_users also counts users with activity alone.
+    One bucketed read gives every row's totals, its trend and the chart; then one or two
+    queries for names. Active users per bucket are users with a request in it (the
+    reference's definition); the summary's unique_users also counts users with activity alone.
     """
     n = len(buckets.starts) - 1
     bucketed = usage_sums(query, by=(by,), buckets=buckets)
@@ -452,24 +454,16 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str, models: bool = T
         target = totals.setdefault(value, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost": Decimal(0)})
         for name in target:
             target[name] += sums[name]
-    used: dict = defaultdict(list)
-    if models and totals:
-        per_model = usage_sums(query, by=(by, "model")).sums
-        names = dimension_names("model", {key[2] for key in per_model}, query.org)
-        ranked = sorted(per_model.items(), key=lambda item: (-item[1]["requests"], str(names.get(item[0][2]))))
-        for (_, value, model), _sums in ranked:
-            used[value].append(names.get(model, f"model {model}"))
-
     if by == "user":
         found = people(query.scope, totals)
         rows = [
             BreakdownRow(
+                pk=user,
                 key=found[user].key,
                 label=found[user].label,
                 email=found[user].email,
                 badges=found[user].teams,
                 trend=trends[user],
-                models=used[user],
                 **totals[user],
             )
             for user in totals
@@ -490,12 +484,12 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str, models: bool = T
             name, colour = teams.get(team, ("No team", NEUTRAL_COLOUR)) if team else ("No team", NEUTRAL_COLOUR)
             rows.append(
                 BreakdownRow(
+                    pk=team,
                     key=name,
                     label=name,
                     badges=(Badge(name, colour),),
                     colour=colour,
                     trend=trends[team],
-                    models=used[team],
                     **totals[team],
                 )
             )
@@ -510,6 +504,31 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str, models: bool = T
             "Other teams",
         )
     return UsageBreakdown(rows, chart)
+
+
+def add_models(query: Query, by: str, rows: list[BreakdownRow]) -> None:
+    """Fill in the models of `rows` (a page of the table), most requested first.
+
+    One read of those rows' usage by model: restricted to the rows shown, it is several times
+    cheaper than the models of every user of a large org.
+    """
+    if not rows:
+        return
+    ids = frozenset(row.pk for row in rows)
+    selected = dict(query.filters.selected)
+    if None not in ids:  # "No team" cannot be filtered on: read every team's (there are few)
+        chosen = selected.get(by)
+        selected[by] = ids if chosen is None else chosen & ids
+    page = Query(query.scope, query.start, query.end, Filters.of(**selected))
+    per_model = usage_sums(page, by=(by, "model")).sums
+    names = dimension_names("model", {key[2] for key in per_model}, query.org)
+    used: dict = defaultdict(list)
+    for (_, value, model), _sums in sorted(
+        per_model.items(), key=lambda item: (-item[1]["requests"], str(names.get(item[0][2])))
+    ):
+        used[value].append(names.get(model, f"model {model}"))
+    for row in rows:
+        row.models = used[row.pk]
 
 
 # --- Analytics, Agents and Resources -------------------------------------------------------------

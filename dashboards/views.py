@@ -269,7 +269,7 @@ def usage(request, org_slug: str):
         if section in (None, "activity", "table"):
             buckets, links = chart_buckets(request, query, context["filter_form"])
             context.update(links)
-            breakdown = selectors.usage_breakdown(query, buckets, by=by, models=section != "activity")
+            breakdown = selectors.usage_breakdown(query, buckets, by=by)
             context["activity_series"] = breakdown.chart
             context["activity_chart"] = selectors.chart_spec(
                 buckets,
@@ -282,6 +282,8 @@ def usage(request, org_slug: str):
             columns = USAGE_COLUMNS[by]
             context["columns"] = columns
             context.update(table_context(request, breakdown.rows, columns, default_sort="cost", per_page=25))
+            if section != "activity":
+                selectors.add_models(query, by, context["table"].rows)
             context["between"] = ("Trend", "Models")
             context["table_noun"] = f"{by}s"
     return render_section(request, "usage", context, section)

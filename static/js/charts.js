@@ -340,7 +340,7 @@
       };
       category.offset = !isLine;
       // Midnight ticks of an hourly axis name the day ("19 Nov") instead of "00:00".
-      category.ticks.major = { enabled: true };
+      category.ticks.major = { enabled: ["minute", "hour"].includes(spec.unit) };
       category.ticks.font = (context) => ({ weight: context.tick && context.tick.major ? "600" : "normal" });
     }
     const value = {

@@ -393,3 +393,26 @@ def test_someone_with_usage_but_no_membership_any_more_is_still_counted(admin, o
     response = page(admin)
     assert f"user {ghost.pk}" in hooks(response).rows
     assert hooks(response).kpis["cost"] == "6.35"
+
+
+def test_the_models_of_each_team_including_no_team(admin):
+    body = html(page(admin, f"{WEEK}&by=team"))
+
+    def models(key):
+        row = body[body.index(f'data-row="{key}"') :]
+        return row[: row.index("</tr>")]
+
+    assert '<span class="chip">gpt-5</span>' in models("No team")
+    assert '<span class="chip">gpt-5-mini</span>' in models("Web")
+    assert 'data-more="2">+2</span>' in models("Platform")  # sonnet first (4 requests), then 5 more
+
+
+def test_the_models_are_those_of_the_rows_shown_whatever_the_filters(admin, org, platform_team):
+    more_people(org, platform_team, 30)  # two pages
+    filtered = html(page(admin, f"{WEEK}&user=member@acme.test&user=manager@acme.test"))
+
+    assert 'data-more="2">+2</span>' in filtered  # the member's five models
+    second = page(admin, f"{WEEK}&sort=label&dir=asc&page=2")  # Dev 024-029, Max, Mia, Wes
+    assert hooks(second).rows[0] == "dev024@acme.test"
+    assert html(second).count('<span class="chip">gpt-5</span>') == 6 + 1  # the devs' and Mia's
+    assert html(second).count('<span class="chip">gpt-5-mini</span>') == 1  # Wes's (Mia's is behind +2)
