@@ -538,11 +538,11 @@ def add_models(query: Query, by: str, rows: list[BreakdownRow]) -> None:
 # Service types keep one colour on every chart, as teams and projects keep theirs.
 SERVICE_TYPE_COLOURS = {
     ServiceType.TEXT_GENERATION: "#4f46e5",
-    ServiceType.EMBEDDING: "#0d9488",
-    ServiceType.SPEECH_TO_TEXT: "#f59e0b",
-    ServiceType.TEXT_TO_SPEECH: "#db2777",
-    ServiceType.IMAGE: "#0284c7",
-    ServiceType.AGENT: "#7c3aed",
+    ServiceType.AGENT: "#0d9488",
+    ServiceType.EMBEDDING: "#d97706",
+    ServiceType.SPEECH_TO_TEXT: "#db2777",
+    ServiceType.TEXT_TO_SPEECH: "#0284c7",
+    ServiceType.IMAGE: "#65a30d",
 }
 SERVICE_TYPE_LABELS = dict(ServiceType.choices)
 TOKEN_COLOURS = {"cached": "#0d9488", "fresh": "#4f46e5", "output": "#f59e0b"}
@@ -553,6 +553,15 @@ TOP_AGENT_SERIES = 8
 TOP_BARS = 10
 HOUR_SECONDS = Decimal(3600)
 HOURS_PLACES = Decimal("0.0001")
+
+
+def _money(value) -> Decimal:
+    """A cost as the API writes it (metering.format_money): '1.05', not '1.0500000000'."""
+    return Decimal(metering.format_money(value))
+
+
+def _money_series(values: list) -> list[Decimal]:
+    return [_money(v) for v in values]
 
 
 def with_service_type(query: Query, service_type: str | None) -> Query:
@@ -627,12 +636,15 @@ def cost_by_service_type(query: Query, buckets: Buckets) -> CostOverview:
     order = sorted(per_type, key=lambda key: (-totals[key], key))
     series = [
         Series(
-            SERVICE_TYPE_LABELS.get(key, key), SERVICE_TYPE_COLOURS.get(key, NEUTRAL_COLOUR), per_type[key], totals[key]
+            SERVICE_TYPE_LABELS.get(key, key),
+            SERVICE_TYPE_COLOURS.get(key, NEUTRAL_COLOUR),
+            _money_series(per_type[key]),
+            _money(totals[key]),
         )
         for key in order
     ]
     slices = [Slice(s.label, s.colour, s.total, key=key) for s, key in zip(series, order, strict=True)]
-    return CostOverview(series, _with_shares(slices), sum(totals.values(), Decimal(0)))
+    return CostOverview(series, _with_shares(slices), _money(sum(totals.values(), Decimal(0))))
 
 
 def cost_by_project(query: Query) -> list[Slice]:
@@ -641,9 +653,9 @@ def cost_by_project(query: Query) -> list[Slice]:
     costs = {project: values["cost"] for (_, project), values in sums.items()}
     names = _projects(query.org, list(costs))
     order = sorted(costs, key=lambda p: (-costs[p], names[p][0]))
-    slices = [Slice(names[p][0], names[p][1], costs[p], key=names[p][0]) for p in order[:TOP_PROJECT_SLICES]]
+    slices = [Slice(names[p][0], names[p][1], _money(costs[p]), key=names[p][0]) for p in order[:TOP_PROJECT_SLICES]]
     if len(order) > TOP_PROJECT_SLICES:
-        rest = sum((costs[p] for p in order[TOP_PROJECT_SLICES:]), Decimal(0))
+        rest = _money(sum((costs[p] for p in order[TOP_PROJECT_SLICES:]), Decimal(0)))
         slices.append(Slice("Others", NEUTRAL_COLOUR, rest, detail=f"{len(order) - TOP_PROJECT_SLICES} projects"))
     return _with_shares(slices)
 
@@ -661,7 +673,7 @@ def project_trends(query: Query, buckets: Buckets, *, service_type: str | None =
     totals = {key: sum(values, Decimal(0)) for key, values in per_project.items()}
     names = _projects(query.org, list(per_project))
     order = sorted(per_project, key=lambda p: (-totals[p], names[p][0]))
-    return [Series(names[p][0], names[p][1], per_project[p], totals[p]) for p in order]
+    return [Series(names[p][0], names[p][1], _money_series(per_project[p]), _money(totals[p])) for p in order]
 
 
 @dataclass
@@ -702,7 +714,7 @@ def top_agents(query: Query, limit: int = TOP_AGENTS) -> list[TopAgent]:
             project_colour=projects[main[a]][1],
             conversations=conversations.get(a, 0),
             requests=per_agent[a]["requests"],
-            cost=per_agent[a]["cost"],
+            cost=_money(per_agent[a]["cost"]),
         )
         for a in ranked
     ]
@@ -752,7 +764,7 @@ def service_type_cards(query: Query, buckets: Buckets, *, currency: str) -> list
     for key, entry in per_type.items():
         project_totals = {p: sum(values, Decimal(0)) for p, values in entry["projects"].items()}
         projects = _top_series(
-            entry["projects"],
+            {p: _money_series(values) for p, values in entry["projects"].items()},
             project_totals,
             lambda p: names[p][0],
             lambda p: names[p][1],
@@ -772,7 +784,7 @@ def service_type_cards(query: Query, buckets: Buckets, *, currency: str) -> list
                 key=key,
                 label=label,
                 colour=colour,
-                cost=sum(project_totals.values(), Decimal(0)),
+                cost=_money(sum(project_totals.values(), Decimal(0))),
                 requests=sum(entry["requests"]),
                 total_tokens=sum(entry["fresh"]) + sum(entry["cached"]) + sum(entry["output"]),
                 views={
@@ -935,6 +947,10 @@ class AgentRow:
         return self.accepted_diffs / reviewed if reviewed else -1.0
 
     @property
+    def avg_duration_text(self) -> str:
+        return duration_text(self.avg_duration_seconds)
+
+    @property
     def search_text(self) -> str:
         return self.label.lower()
 
@@ -973,6 +989,27 @@ def agent_rows(query: Query) -> list[AgentRow]:
     return rows
 
 
+def diff_reviews(query: Query) -> tuple[int, int]:
+    """(accepted, rejected) diffs of the period: the accept rate's parts."""
+    kinds = metering.activity_sums(query, plan(query.org, query.start, query.end))
+    accepted = kinds.get((ActivityKind.DIFF_ACCEPTED,), {}).get("quantity", 0)
+    return accepted, kinds.get((ActivityKind.DIFF_REJECTED,), {}).get("quantity", 0)
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as people read it: "45s", "26m 9s", "3h 05m"; "—" for none."""
+    if not seconds:
+        return "—"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs}s"
+    hours_, minutes = divmod(minutes, 60)
+    return f"{hours_}h {minutes:02d}m"
+
+
 AGENT_METRICS = (("cost", "Cost"), ("tokens", "Tokens"), ("requests", "Requests"), ("sessions", "Sessions"))
 
 
@@ -992,6 +1029,8 @@ def agent_series(query: Query, buckets: Buckets, metric: str) -> list[Series]:
             per_agent[agent][bucket] += (
                 sums["cost"] if metric == "cost" else _tokens(sums) if metric == "tokens" else sums["requests"]
             )
+        if metric == "cost":
+            per_agent = {agent: _money_series(values) for agent, values in per_agent.items()}
     names = dimension_names("agent", per_agent, query.org)
     totals = {agent: sum(values) for agent, values in per_agent.items()}
     return _top_series(
@@ -1006,6 +1045,20 @@ def agent_series(query: Query, buckets: Buckets, metric: str) -> list[Series]:
 
 
 # ---- Resources ----
+
+
+def usage_totals(query: Query) -> dict:
+    """The period's usage measures (the summary's requests, failed_requests, input_tokens,
+    cached_input_tokens and output_tokens, without the rest of the summary), plus derived ones."""
+    totals = metering.usage_sums(query).sums.get((None,)) or {name: 0 for name in metering.MEASURES}
+    return {
+        **totals,
+        "successful_requests": totals["requests"] - totals["failed_requests"],
+        "total_tokens": _tokens(totals),
+        "cached_share": round(totals["cached_input_tokens"] * 100 / totals["input_tokens"], 1)
+        if totals["input_tokens"]
+        else 0,
+    }
 
 
 def token_series(query: Query, buckets: Buckets) -> list[Series]:

@@ -1,8 +1,16 @@
+import csv
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from itertools import islice
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
@@ -12,6 +20,7 @@ from accounts.models import Membership, Organization, Role, Team, User
 from dashboards import selectors
 from dashboards.forms import TABLE_PARAMS, Column, FilterBar, Link, TableForm, table_headers, url_with
 from metering import selectors as metering
+from metering.models import ServiceType
 
 
 @dataclass
@@ -289,6 +298,373 @@ def usage(request, org_slug: str):
     return render_section(request, "usage", context, section)
 
 
-analytics = _page("analytics")
-agents = _page("agents")
-resources = _page("resources")
+# --- Analytics, Agents and Resources -----------------------------------------------------------
+# The same shape as Overview and Usage. Links that change only a section's own table state (page,
+# sort, search) swap only that section; every other toggle (month, chart metric or interval, the
+# trend filter, top consumers by user or agent) asks for the whole page and swaps the page root
+# (#dashboard, see templates/dashboards/analytics.html), so no link keeps a stale parameter.
+
+MONTH_DROP = ("range", "month", "start", "end", "interval", *TABLE_PARAMS)
+
+
+def month_navigation(request, query) -> dict:
+    """The Analytics header's month links (?range=month&month=YYYY-MM, keeping every filter): the
+    month shown (the one the period ends in, outside a month view), the one before and, up to
+    the current month, the one after."""
+    tz = query.org.tzinfo
+    in_month = request.GET.get("range") == "month" or bool(request.GET.get("month"))
+    in_month = in_month and not (request.GET.get("start") or request.GET.get("end"))
+    moment = query.start if in_month else query.end - timedelta(microseconds=1)
+    shown = moment.astimezone(tz).date().replace(day=1)
+    previous = (shown - timedelta(days=1)).replace(day=1)
+    following = (shown + timedelta(days=32)).replace(day=1)
+
+    def link(month):
+        url = url_with(request.path, request.GET, drop=MONTH_DROP, range="month", month=f"{month:%Y-%m}")
+        return Link(f"{month:%Y-%m}", f"{month:%B %Y}", url, in_month and month == shown)
+
+    this_month = timezone.now().astimezone(tz).date().replace(day=1)
+    return {
+        "previous": link(previous),
+        "shown": link(shown),
+        "next": link(following) if following <= this_month else None,
+    }
+
+
+def page_number(request) -> int:
+    try:
+        return max(1, min(int(request.GET.get("page") or 1), 1_000_000))
+    except ValueError:
+        return 1
+
+
+def _csv_cell(value, tz) -> str:
+    """One CSV cell. Text that a spreadsheet would run as a formula (=, +, -, @, or a leading tab
+    or carriage return, OWASP's list) gets a leading apostrophe, so it is shown, never evaluated."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(tz).isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class _Line:
+    """A file-like object whose write() returns what it is given: csv.writer then hands back each line."""
+
+    def write(self, value):
+        return value
+
+
+CSV_BATCH = 1000  # rows per chunk sent to the client
+
+
+async def _batches(queryset, size: int):
+    """Lists of up to `size` rows of `queryset`, read through one server-side cursor
+    (.iterator()) in the request's database thread. QuerySet.aiterator() would do, but for
+    values_list() Django 5.2 runs the query in the event loop and fails."""
+    rows = None
+
+    def next_batch():
+        nonlocal rows
+        if rows is None:
+            rows = queryset.iterator(chunk_size=size)
+        return list(islice(rows, size))
+
+    try:
+        while True:
+            batch = await sync_to_async(next_batch)()
+            if batch:
+                yield batch
+            if len(batch) < size:
+                return
+    finally:
+        if rows is not None:  # a client that went away: close the cursor now, not with the connection
+            await sync_to_async(rows.close)()
+
+
+def requests_csv(query) -> StreamingHttpResponse:
+    """Every request of the query as CSV, streamed: rows come from a server-side cursor
+    (.aiterator()) a batch at a time, so a million rows are never held at once. The iterator
+    is asynchronous because daphne serves a synchronous one by reading it all first."""
+    rows = selectors.request_export_rows(query)
+    tz = query.org.tzinfo
+    writer = csv.writer(_Line())
+
+    async def stream():
+        yield writer.writerow([header for header, _ in selectors.REQUEST_CSV_COLUMNS]).encode()
+        async for batch in _batches(rows, CSV_BATCH):
+            yield "".join(writer.writerow([_csv_cell(value, tz) for value in values]) for values in batch).encode()
+
+    first = query.start.astimezone(tz).date()
+    last = (query.end - timedelta(microseconds=1)).astimezone(tz).date()
+    response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
+    filename = f"{query.org.slug}-requests-{first:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+ANALYTICS_SECTIONS = {
+    "analytics-body": "body",
+    "analytics-kpis": "kpis",
+    "analytics-cost": "cost",
+    "analytics-projects": "projects",
+    "analytics-agents": "agents",
+    "analytics-services": "services",
+    "analytics-requests": "requests",
+}
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def analytics(request, org_slug: str):
+    """Month navigation and refresh; KPIs; cost by service type (bars and doughnut, one legend) and
+    by project; project trends; top agents; a card per service type; the requests table.
+
+    `?export=csv` with the page's filters streams the requests as CSV instead.
+    """
+    context = page_context(request, org_slug, "analytics")
+    query, form = context["query"], context["filter_form"]
+    if request.GET.get("export") == "csv":
+        if query is None:
+            return HttpResponse(form.error_text(), status=400, content_type="text/plain; charset=utf-8")
+        return requests_csv(query)
+    section = htmx_section(request, ANALYTICS_SECTIONS)
+    if query is not None:
+        currency = query.org.currency
+
+        def wants(name):
+            return section in (None, "body", name)
+
+        if section is None:
+            context["month_nav"] = month_navigation(request, query)
+        interval = selectors.chart_interval(query.start, query.end, form.cleaned_data.get("interval") or None)
+        buckets = metering.Buckets.of(query.org, query.start, query.end, interval)
+        context["interval_label"] = selectors.INTERVAL_LABELS[interval].lower()
+        if wants("kpis"):
+            context["summary"] = metering.summary(query)
+        if wants("cost"):
+            overview = selectors.cost_by_service_type(query, buckets)
+            context["cost_overview"] = overview
+            context["cost_bars"] = selectors.chart_spec(
+                buckets,
+                overview.series,
+                money=True,
+                currency=currency,
+                empty_text="No cost in this period",
+                title="Cost per bucket by service type",
+            )
+            context["cost_doughnut"] = selectors.doughnut_spec(
+                overview.slices, currency=currency, empty_text="No cost", title="Cost by service type"
+            )
+        if wants("projects"):
+            trend_service = request.GET.get("trend_service")
+            trend_service = trend_service if trend_service in ServiceType.values else ""
+            slices = selectors.cost_by_project(query)
+            trends = selectors.project_trends(query, buckets, service_type=trend_service or None)
+            shown = trends[: selectors.TOP_TREND_PROJECTS]
+            context.update(
+                project_slices=slices,
+                project_doughnut=selectors.doughnut_spec(
+                    slices, currency=currency, empty_text="No cost", title="Cost by project"
+                ),
+                trend_service=trend_service,
+                trend_choices=[("", "All service types"), *ServiceType.choices],
+                trend_hidden=[
+                    (name, value)
+                    for name in request.GET
+                    if name not in (*TABLE_PARAMS, "trend_service", "section")
+                    for value in request.GET.getlist(name)
+                ],
+                trend_count=(len(shown), len(trends)),
+                trend_chart=selectors.chart_spec(
+                    buckets,
+                    shown,
+                    kind="line",
+                    money=True,
+                    currency=currency,
+                    empty_text="No cost in this period",
+                    title="Cost per project",
+                ),
+            )
+        if wants("agents"):
+            agents_path = reverse("agents", args=[query.org.slug])
+            top = selectors.top_agents(query)
+            for agent in top:
+                agent.url = url_with(agents_path, request.GET, drop=(*TABLE_PARAMS, "trend_service"), agent=agent.name)
+            context["top_agents"] = top
+        if wants("services"):
+            context["service_cards"] = selectors.service_type_cards(query, buckets, currency=currency)
+            context["service_views"] = selectors.SERVICE_VIEWS
+        if wants("requests"):
+            requests_page = selectors.request_page(query, page_number(request))
+
+            def page_url(number):
+                return url_with(request.path, request.GET, page=number if number > 1 else None)
+
+            context.update(
+                requests_page=requests_page,
+                previous_url=page_url(requests_page.number - 1) if requests_page.has_previous else "",
+                next_url=page_url(requests_page.number + 1) if requests_page.has_next else "",
+                export_url=url_with(request.path, request.GET, drop=TABLE_PARAMS, export="csv"),
+            )
+    return render_section(request, "analytics", context, section)
+
+
+AGENTS_SECTIONS = {"agents-kpis": "kpis", "agents-chart": "chart", "agents-table": "table"}
+AGENT_COLUMNS = (
+    Column("label", "Agent", numeric=False),
+    Column("sessions", "Sessions"),
+    Column("avg_cost_per_session", "Avg cost / session"),
+    Column("avg_duration_seconds", "Avg duration"),
+    Column("total_tokens", "Tokens"),
+    Column("requests", "Requests"),
+    Column("cost", "Cost"),
+    Column("accept_rate", "Accept rate"),
+)
+AGENT_INTERVALS = ("1h", "day", "week")
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def agents(request, org_slug: str):
+    """Per agent: sessions, average cost and duration, tokens and accept rate (a table that agrees
+    with the by-agent API row for row), and a metric per day or week stacked by agent."""
+    context = page_context(request, org_slug, "agents")
+    query, form = context["query"], context["filter_form"]
+    section = htmx_section(request, AGENTS_SECTIONS)
+    if query is not None:
+        if section in (None, "kpis"):
+            summary = metering.summary(query)
+            accepted, rejected = selectors.diff_reviews(query)
+            context.update(
+                summary=summary,
+                avg_duration=selectors.duration_text(summary["avg_session_duration_seconds"]),
+                accepted_diffs=accepted,
+                rejected_diffs=rejected,
+                accept_rate=round(accepted / (accepted + rejected), 4) if accepted + rejected else None,
+            )
+        if section in (None, "chart"):
+            metric = form.cleaned_data.get("metric") or "cost"
+            interval = form.cleaned_data.get("interval") or (
+                "day" if query.end - query.start > timedelta(days=2) else "1h"
+            )
+            buckets = metering.Buckets.of(query.org, query.start, query.end, interval)
+            drop = (*TABLE_PARAMS,)
+            choices = [i for i in AGENT_INTERVALS if i != "1h" or query.end - query.start <= timedelta(days=7)]
+            context.update(
+                metric=metric,
+                metric_links=[
+                    Link(key, label, url_with(request.path, request.GET, drop=drop, metric=key), key == metric)
+                    for key, label in selectors.AGENT_METRICS
+                ],
+                interval_links=[
+                    Link(
+                        key,
+                        selectors.INTERVAL_LABELS[key],
+                        url_with(request.path, request.GET, drop=drop, interval=key),
+                        key == interval,
+                    )
+                    for key in (choices if interval in choices else [*choices, interval])
+                ],
+                agent_chart=selectors.chart_spec(
+                    buckets,
+                    selectors.agent_series(query, buckets, metric),
+                    money=metric == "cost",
+                    currency=query.org.currency,
+                    empty_text="No agent activity in this period",
+                    title=f"{dict(selectors.AGENT_METRICS)[metric]} per {selectors.INTERVAL_LABELS[interval].lower()} by agent",
+                ),
+            )
+        if section in (None, "table"):
+            rows = selectors.agent_rows(query)
+            context["columns"] = AGENT_COLUMNS
+            context.update(table_context(request, rows, AGENT_COLUMNS, default_sort="cost", per_page=25))
+    return render_section(request, "agents", context, section)
+
+
+RESOURCES_SECTIONS = {
+    "resources-llm": "llm",
+    "resources-consumers": "consumers",
+    "resources-compute": "compute",
+    "resources-storage": "storage",
+    "resources-platform": "platform",
+}
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def resources(request, org_slug: str):
+    """LLM tokens (cached and fresh input, output), requests, top consumers and models; compute
+    core-hours and RAM GB-hours; storage GB-hours; threads and messages. Buckets as DESIGN
+    section 6 says (24 h: 5 min, 7 days: 1 h, 30 days: 6 h) unless `interval` picks another."""
+    context = page_context(request, org_slug, "resources")
+    query, form = context["query"], context["filter_form"]
+    section = htmx_section(request, RESOURCES_SECTIONS)
+    if query is not None:
+        interval = form.cleaned_data.get("interval") or metering.interval_for(query.start, query.end)
+        buckets = metering.Buckets.of(query.org, query.start, query.end, interval)
+        context["interval_links"] = [
+            Link(
+                key, selectors.INTERVAL_LABELS[key], url_with(request.path, request.GET, interval=key), key == interval
+            )
+            for key in selectors.interval_choices(query.start, query.end, interval)
+        ]
+        context["interval_label"] = selectors.INTERVAL_LABELS[interval].lower()
+        if section in (None, "llm"):
+            totals = selectors.usage_totals(query)
+            context["llm"] = totals
+            context["token_chart"] = selectors.chart_spec(
+                buckets,
+                selectors.token_series(query, buckets),
+                empty_text="No tokens in this period",
+                title="Tokens over time: cached and fresh input, and output",
+            )
+            context["models"] = selectors.tokens_by_model(query)
+        if section in (None, "llm", "consumers"):
+            by = "agent" if request.GET.get("consumers") == "agent" else "user"
+            context["consumers_by"] = by
+            context["consumer_links"] = [
+                Link(
+                    key,
+                    label,
+                    url_with(request.path, request.GET, consumers=key if key == "agent" else None),
+                    key == by,
+                )
+                for key, label in selectors.CONSUMERS
+            ]
+            context["consumers"] = selectors.top_consumers(query, by)
+        if section in (None, "compute", "storage"):
+            overview = selectors.resource_overview(query, buckets)
+            context["resources"] = overview
+            context["compute_chart"] = selectors.chart_spec(
+                buckets,
+                overview.compute,
+                kind="bar",
+                empty_text="No compute allocated in this period",
+                title="CPU core-hours and RAM GB-hours over time",
+            )
+            context["storage_chart"] = selectors.chart_spec(
+                buckets,
+                overview.storage,
+                kind="bar",
+                suffix="GB-h",
+                empty_text="No storage allocated in this period",
+                title="Storage GB-hours over time",
+            )
+        if section in (None, "platform"):
+            activity = selectors.platform_activity(query, buckets)
+            context["platform"] = activity
+            context["platform_chart"] = selectors.chart_spec(
+                buckets,
+                activity.series,
+                kind="bar",
+                empty_text="No threads or messages in this period",
+                title="Threads created and messages sent over time",
+            )
+    return render_section(request, "resources", context, section)
