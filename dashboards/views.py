@@ -280,6 +280,7 @@ def usage(request, org_slug: str):
             context.update(links)
             breakdown = selectors.usage_breakdown(query, buckets, by=by)
             context["activity_series"] = breakdown.chart
+            context["activity_peak"] = max((max(s.values, default=0) for s in breakdown.chart), default=0)
             context["activity_chart"] = selectors.chart_spec(
                 buckets,
                 breakdown.chart,

@@ -14,6 +14,7 @@ import time_machine
 from playwright.sync_api import expect
 
 from metering.services import ingest_batch
+from tests.browser.conftest import ARTIFACTS
 from tests.conftest import PASSWORD
 from tests.dashboards.data import NOW, week_items
 
@@ -249,3 +250,34 @@ def test_an_empty_period_says_so(live_url, page, week, admin):
     assert kpis(page)["requests"] == "0"
     spec = json.loads(page.locator("#usage-activity-data").text_content())
     assert spec["empty_text"] == "No requests in this period"
+
+
+def test_without_javascript_the_cards_and_tables_show_and_sort(live_url, browser, week, admin):
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        sign_in(page, live_url, admin.email)
+        page.goto(f"{live_url}/acme/usage/?{PERIOD}")
+        assert kpis(page)["requests"] == "14"
+        assert len(rows(page)) == 4
+
+        page.locator("th[data-column=requests] a").click()  # a plain link: the whole page
+        expect(page.locator("th[data-column=requests]")).to_have_attribute("aria-sort", "descending")
+        assert rows(page)[0] == "member@acme.test"
+
+        page.get_by_role("searchbox").fill("web")
+        page.get_by_role("searchbox").press("Enter")  # a plain GET form
+        expect(page.locator("tbody tr[data-row]")).to_have_count(1)
+        assert current_query(page)["sort"] == ["requests"]
+
+        page.locator("[data-filter=team] summary").click()  # <details> opens without script
+        page.get_by_role("checkbox", name="Platform").check()
+        page.get_by_role("button", name="Apply").click()
+        expect(page.locator(".filter-chip")).to_contain_text("Platform")
+        assert rows(page) == ["manager@acme.test", "member@acme.test"]  # new filters: the table starts afresh
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(
+            path=ARTIFACTS / "test_without_javascript_the_cards_and_tables_show_and_sort.png", full_page=True
+        )
+        context.close()
