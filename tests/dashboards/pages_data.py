@@ -122,4 +122,6 @@ def allocated_hours(scope, start: datetime, end: datetime) -> dict[str, Fraction
 
 
 def close(value, expected: Fraction, places: int = 3) -> bool:
-    return abs(Fraction(Decimal(str(value))) - expected) < Fraction(1, 10**places)
+    """`value` (a Fraction, or a decimal as text or Decimal) within 10**-places of `expected`."""
+    value = value if isinstance(value, Fraction) else Fraction(Decimal(str(value)))
+    return abs(value - expected) < Fraction(1, 10**places)
