@@ -577,7 +577,7 @@ def with_service_type(query: Query, service_type: str | None) -> Query:
 def _projects(org, ids) -> dict:
     """{project id: (name, colour)}; usage without a project is "No project", in grey."""
     found = {
-        pk: (name, colour)
+        pk: (name, colour_of(Project, pk, colour))
         for pk, name, colour in Project.objects.filter(org=org, pk__in=[i for i in ids if i]).values_list(
             "pk", "name", "colour"
         )
@@ -868,9 +868,9 @@ def request_page(query: Query, number: int, per_page: int = REQUESTS_PER_PAGE) -
             timestamp=r.timestamp,
             user=users.get(r.user_id, f"user {r.user_id}"),
             team=r.team.name if r.team else "",
-            team_colour=r.team.colour if r.team else "",
+            team_colour=colour_of(Team, r.team_id, r.team.colour) if r.team else "",
             project=r.project.name if r.project else "",
-            project_colour=r.project.colour if r.project else NEUTRAL_COLOUR,
+            project_colour=colour_of(Project, r.project_id, r.project.colour) if r.project else NEUTRAL_COLOUR,
             agent=r.agent.name if r.agent else "",
             model=r.model.name,
             service_type=SERVICE_TYPE_LABELS.get(r.service_type, r.service_type),
