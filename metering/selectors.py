@@ -119,7 +119,8 @@ def bucket_starts(org, start: datetime, end: datetime, interval: str) -> list[da
     """The starts of the buckets covering [start, end), in the org's zone, plus the end of the
     last one. Days and weeks (from Monday) start at local midnight, so a DST day is a 23- or
     25-hour bucket; 6-hour buckets start at local 0, 6, 12 and 18 h; 5-minute and hourly
-    buckets are steps of real time from a local boundary, so they follow the local clock."""
+    buckets are steps of real time from the first local boundary, so they follow the local
+    clock across whole-hour DST changes (after Lord Howe's 30-minute one they fall on :30)."""
     tz = org.tzinfo
     local = start.astimezone(tz)
     if interval in ("5m", "1h"):
@@ -128,6 +129,8 @@ def bucket_starts(org, start: datetime, end: datetime, interval: str) -> list[da
             minute=local.minute - local.minute % 5 if interval == "5m" else 0, second=0, microsecond=0
         )
         first = floor.astimezone(UTC)
+        while first + step <= start:  # an ambiguous local time (DST fold) floors too far back
+            first += step
         count = -(-(end - first) // step)
         return [(first + i * step).astimezone(tz) for i in range(count + 1)]
     day = local.date() - timedelta(days=local.weekday() if interval == "week" else 0)
@@ -177,7 +180,9 @@ class Buckets:
 
     @property
     def whole_utc_hours(self) -> bool:
-        return self.interval != "5m" and all(s.minute == 0 and s.second == 0 for s in self.starts)
+        return self.interval != "5m" and all(
+            (s := start.astimezone(UTC)).minute == 0 and s.second == 0 and s.microsecond == 0 for start in self.starts
+        )
 
 
 # --- Cutting the range into parts ----------------------------------------------------------------
@@ -310,7 +315,8 @@ class EpochSlot(Func):
         return super().as_sql(compiler, connection, template=template, **extra)
 
     def as_sqlite(self, compiler, connection, **extra):
-        template = f"(CAST(unixepoch(%(expressions)s) AS INTEGER) / {self.seconds})"
+        # Whole seconds first: unixepoch() rounds fractions, so 23:59:59.9999 would become midnight.
+        template = f"(CAST(unixepoch(substr(%(expressions)s, 1, 19)) AS INTEGER) / {self.seconds})"
         return super().as_sql(compiler, connection, template=template, **extra)
 
 
@@ -402,10 +408,13 @@ def usage_sums(query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | Non
 
 
 def _days_as_hours(org, parts: Plan) -> Plan:
+    """Whole clean days as all of their hourly rows (a day's rows are those its rebuild wrote:
+    from the UTC hour holding its start to the one holding its end)."""
     hours = list(parts.hours)
     for day in parts.days:
         a, b = day_bounds(org, day)
-        hours.append((day, a, b))
+        first = a.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        hours.append((day, first, b))
     return Plan(hours=hours, raw=parts.raw)
 
 
