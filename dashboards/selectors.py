@@ -989,13 +989,6 @@ def agent_rows(query: Query) -> list[AgentRow]:
     return rows
 
 
-def diff_reviews(query: Query) -> tuple[int, int]:
-    """(accepted, rejected) diffs of the period: the accept rate's parts."""
-    kinds = metering.activity_sums(query, plan(query.org, query.start, query.end))
-    accepted = kinds.get((ActivityKind.DIFF_ACCEPTED,), {}).get("quantity", 0)
-    return accepted, kinds.get((ActivityKind.DIFF_REJECTED,), {}).get("quantity", 0)
-
-
 def duration_text(seconds: float) -> str:
     """A duration as people read it: "45s", "26m 9s", "3h 05m"; "—" for none."""
     if not seconds:

@@ -540,8 +540,8 @@ def agents(request, org_slug: str):
     section = htmx_section(request, AGENTS_SECTIONS)
     if query is not None:
         if section in (None, "kpis"):
-            summary = metering.summary(query)
-            accepted, rejected = selectors.diff_reviews(query)
+            summary = metering.session_summary(query)
+            accepted, rejected = summary["accepted_diffs"], summary["rejected_diffs"]
             context.update(
                 summary=summary,
                 avg_duration=selectors.duration_text(summary["avg_session_duration_seconds"]),

@@ -1006,3 +1006,29 @@ def activity_series(query: Query, buckets: Buckets, *, kinds: Iterable[str] = ()
             target["events"] += row["r_events"] or 0
             target["quantity"] += row["r_quantity"] or 0
     return result
+
+
+def session_summary(query: Query) -> dict:
+    """The summary's session and agent-work figures alone, computed as `summary` computes them:
+    sessions, avg_session_duration_seconds, avg_cost_per_session, cost, input/output/total tokens,
+    agent_runs, accepted_diffs and lines_of_code, plus rejected_diffs. Without the distinct users,
+    models, projects and conversations, which cost most of a summary (the Agents page's cards)."""
+    total = _total(usage_sums(query))
+    parts = plan(query.org, query.start, query.end)
+    sessions, seconds = session_stats(query, parts).get(None, (0, 0.0))
+    kinds = {kind: values for (kind,), values in activity_sums(query, parts).items()}
+    none = {"events": 0, "quantity": 0, "lines": 0}
+    diffs = kinds.get(ActivityKind.DIFF_ACCEPTED, none)
+    return {
+        "input_tokens": total["input_tokens"],
+        "output_tokens": total["output_tokens"],
+        "total_tokens": total["input_tokens"] + total["output_tokens"],
+        "cost": format_money(total["cost"]),
+        "sessions": sessions,
+        "avg_session_duration_seconds": float(_ratio(seconds, sessions)),  # 0.0, as the API sends it
+        "avg_cost_per_session": format_money(_ratio(total["session_cost"], sessions, 10)),
+        "agent_runs": kinds.get(ActivityKind.AGENT_RUN, none)["quantity"],
+        "accepted_diffs": diffs["quantity"],
+        "rejected_diffs": kinds.get(ActivityKind.DIFF_REJECTED, none)["quantity"],
+        "lines_of_code": diffs["lines"],
+    }

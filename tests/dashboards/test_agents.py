@@ -133,11 +133,12 @@ def test_the_search_and_sort_swap_only_the_table(admin):
 
 
 @pytest.mark.parametrize("role", ["admin", "manager", "member"])
-def test_the_kpis_are_the_summarys(request, role):
+@pytest.mark.parametrize("query", [WEEK, f"{WEEK}&project=Atlas&model=gpt-5", f"{WEEK}&tag=none", "range=24h"])
+def test_the_kpis_are_the_summarys(request, role, query):
     client = logged_in(request.getfixturevalue(role))
-    api = client.get(f"{API}/summary?{WEEK}").json()
+    api = client.get(f"{API}/summary?{query}").json()
 
-    kpis = hooks(client.get(f"{URL}?{WEEK}")).kpis
+    kpis = hooks(client.get(f"{URL}?{query}")).kpis
 
     for name in ("sessions", "avg_cost_per_session", "avg_session_duration_seconds", "total_tokens", "accepted_diffs"):
         assert kpis[name] == str(api[name]), name
