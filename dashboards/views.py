@@ -124,16 +124,6 @@ def page_context(request, org_slug: str, page_name: str) -> dict:
     }
 
 
-def _page(page_name: str):
-    @login_required
-    @require_GET
-    def view(request, org_slug: str):
-        return render(request, f"dashboards/{page_name}.html", page_context(request, org_slug, page_name))
-
-    view.__name__ = page_name
-    return view
-
-
 # --- Overview and Usage -----------------------------------------------------------------------
 # A section's links (sort, page, search) change only that section's parameters and swap only
 # it, with hx-push-url; every other link or form (filters, period, by user/team, the chart's

@@ -738,6 +738,9 @@ class _Builder:
         writer.flush()
         # Built here rather than left to the beat task, which the embedded default has none of.
         rollups_rebuild_days(org=self.org, days=[self.first_day + timedelta(days=i) for i in range(self.days)])
+        if connection.vendor == "postgresql":  # fresh statistics, or the first pages plan blind
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
         return writer.counts
 
     def _models(self) -> dict[str, tuple[ModelSpec, LLMModel]]:

@@ -655,10 +655,7 @@ def summary(query: Query) -> dict:
     """DESIGN section 8: the KPI summary of a range."""
     total, users, models, projects = _usage_profile(query)
     parts = plan(query.org, query.start, query.end)
-    sessions, seconds = session_stats(query, parts).get(None, (0, 0.0))
-    kinds = {kind: values for (kind,), values in activity_sums(query, parts).items()}
-    none = {"events": 0, "quantity": 0, "lines": 0}
-    diffs = kinds.get(ActivityKind.DIFF_ACCEPTED, none)
+    work = _work_figures(query, parts, total)
     return {
         "start": query.start.astimezone(query.org.tzinfo).isoformat(),
         "end": query.end.astimezone(query.org.tzinfo).isoformat(),
@@ -667,16 +664,16 @@ def summary(query: Query) -> dict:
         "input_tokens": total["input_tokens"],
         "cached_input_tokens": total["cached_input_tokens"],
         "output_tokens": total["output_tokens"],
-        "total_tokens": total["input_tokens"] + total["output_tokens"],
-        "cost": format_money(total["cost"]),
-        "sessions": sessions,
-        "avg_session_duration_seconds": _ratio(seconds, sessions),
-        "avg_cost_per_session": format_money(_ratio(total["session_cost"], sessions, 10)),
+        "total_tokens": work["total_tokens"],
+        "cost": work["cost"],
+        "sessions": work["sessions"],
+        "avg_session_duration_seconds": work["avg_session_duration_seconds"],
+        "avg_cost_per_session": work["avg_cost_per_session"],
         "unique_users": len(users | activity_users(query, parts)),
-        "agent_runs": kinds.get(ActivityKind.AGENT_RUN, none)["quantity"],
-        "accepted_diffs": diffs["quantity"],
-        "tasks_completed": kinds.get(ActivityKind.TASK_COMPLETED, none)["quantity"],
-        "lines_of_code": diffs["lines"],
+        "agent_runs": work["agent_runs"],
+        "accepted_diffs": work["accepted_diffs"],
+        "tasks_completed": work["tasks_completed"],
+        "lines_of_code": work["lines_of_code"],
         "unique_models": len(models),
         "active_projects": len(projects - {None}),
         "total_projects": Project.objects.filter(org=query.org).count(),
@@ -1009,12 +1006,13 @@ def activity_series(query: Query, buckets: Buckets, *, kinds: Iterable[str] = ()
 
 
 def session_summary(query: Query) -> dict:
-    """The summary's session and agent-work figures alone, computed as `summary` computes them:
-    sessions, avg_session_duration_seconds, avg_cost_per_session, cost, input/output/total tokens,
-    agent_runs, accepted_diffs and lines_of_code, plus rejected_diffs. Without the distinct users,
-    models, projects and conversations, which cost most of a summary (the Agents page's cards)."""
-    total = _total(usage_sums(query))
-    parts = plan(query.org, query.start, query.end)
+    """The summary's session and agent-work figures alone (plus rejected_diffs), computed as
+    `summary` computes them, without the distinct users, models, projects and conversations that
+    cost most of a summary: the Agents page's cards."""
+    return _work_figures(query, plan(query.org, query.start, query.end), _total(usage_sums(query)))
+
+
+def _work_figures(query: Query, parts: Plan, total: dict) -> dict:
     sessions, seconds = session_stats(query, parts).get(None, (0, 0.0))
     kinds = {kind: values for (kind,), values in activity_sums(query, parts).items()}
     none = {"events": 0, "quantity": 0, "lines": 0}
@@ -1025,10 +1023,11 @@ def session_summary(query: Query) -> dict:
         "total_tokens": total["input_tokens"] + total["output_tokens"],
         "cost": format_money(total["cost"]),
         "sessions": sessions,
-        "avg_session_duration_seconds": float(_ratio(seconds, sessions)),  # 0.0, as the API sends it
+        "avg_session_duration_seconds": float(_ratio(seconds, sessions)),
         "avg_cost_per_session": format_money(_ratio(total["session_cost"], sessions, 10)),
         "agent_runs": kinds.get(ActivityKind.AGENT_RUN, none)["quantity"],
         "accepted_diffs": diffs["quantity"],
         "rejected_diffs": kinds.get(ActivityKind.DIFF_REJECTED, none)["quantity"],
+        "tasks_completed": kinds.get(ActivityKind.TASK_COMPLETED, none)["quantity"],
         "lines_of_code": diffs["lines"],
     }
