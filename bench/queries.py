@@ -59,7 +59,7 @@ def queries(selectors, scope, now: datetime):
     def sparklines():
         query = q(30)
         buckets = Buckets.of(scope.org, query.start, query.end, "day")
-        rows = selectors.usage_sums(query, by=("user",), buckets=buckets)
+        rows = selectors.usage_sums(query, by=("user",), buckets=buckets, measures=("requests",))
         per_user: dict = {}
         for (bucket, user), sums in rows.sums.items():
             per_user.setdefault(user, [0] * (len(buckets.starts) - 1))[bucket] += sums["requests"]

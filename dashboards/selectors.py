@@ -446,12 +446,13 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str) -> UsageBreakdow
     reference's definition); the summary's unique_users also counts users with activity alone.
     """
     n = len(buckets.starts) - 1
-    bucketed = usage_sums(query, by=(by,), buckets=buckets)
+    shown = ("requests", "input_tokens", "output_tokens", "cost")
+    bucketed = usage_sums(query, by=(by,), buckets=buckets, measures=shown)
     totals: dict = {}
     trends: dict = defaultdict(lambda: [0] * n)
     for (bucket, value), sums in bucketed.sums.items():
         trends[value][bucket] += sums["requests"]
-        target = totals.setdefault(value, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost": Decimal(0)})
+        target = totals.setdefault(value, {name: Decimal(0) if name == "cost" else 0 for name in shown})
         for name in target:
             target[name] += sums[name]
     if by == "user":

@@ -370,8 +370,10 @@ class Rows:
             target[name] += value or 0
 
 
-def usage_sums(query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | None = None) -> Rows:
-    """Usage measures of `query` grouped by `by` (dimension names) and, if given, time buckets.
+def usage_sums(
+    query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | None = None, measures: tuple[str, ...] = MEASURES
+) -> Rows:
+    """Usage `measures` of `query` grouped by `by` (dimension names) and, if given, time buckets.
 
     Every part of the range is read from the smallest table that can answer it, and added up.
     """
@@ -392,18 +394,18 @@ def usage_sums(query: Query, *, by: tuple[str, ...] = (), buckets: Buckets | Non
         parts = _days_as_hours(query.org, parts)
 
     if parts.days and by_dimension:
-        _sum_by_dimension(rows, query, parts.days, needs, by, buckets)
+        _sum_by_dimension(rows, query, parts.days, needs, by, buckets, measures)
     elif parts.days and day_table is not None:
-        _sum_table(rows, query, day_table, Q(day__in=parts.days), "day", by, buckets)
+        _sum_table(rows, query, day_table, Q(day__in=parts.days), "day", by, buckets, measures)
     elif parts.days:
         parts.raw = _merge(parts.raw + [day_bounds(query.org, d) for d in parts.days])
     if parts.hours:
         hours_q = Q(pk__in=[])
         for day, a, b in parts.hours:
             hours_q |= Q(day=day, hour__gte=a, hour__lt=b)
-        _sum_table(rows, query, USAGE_HOURLY, hours_q, "hour", by, buckets)
+        _sum_table(rows, query, USAGE_HOURLY, hours_q, "hour", by, buckets, measures)
     if parts.raw:
-        _sum_table(rows, query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets)
+        _sum_table(rows, query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets, measures)
     return rows
 
 
@@ -438,26 +440,39 @@ def _bucket_of(buckets: Buckets | None, org, column: str, value) -> int | None:
     return buckets.index(_slot_start(value, buckets.raw_slot_seconds))
 
 
-def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by, buckets) -> None:
+def _bucket_lookup(buckets: Buckets, org, column: str):
+    """_bucket_of, remembered: thousands of rows share a few dozen days, hours or slots."""
+    known: dict = {}
+
+    def lookup(value) -> int:
+        if value not in known:
+            known[value] = _bucket_of(buckets, org, column, value)
+        return known[value]
+
+    return lookup
+
+
+def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by, buckets, measures) -> None:
     queryset = _restrict(table.model.objects.filter(where), query, table, USAGE_RAW.dims)
     groups = [_raw_group(name) if table.grain == "raw" else name for name in by]
     if table.grain == "raw":
-        aggregates = USAGE_MEASURES
+        aggregates = {f"r_{name}": USAGE_MEASURES[f"r_{name}"] for name in measures}
         if buckets is not None:
             queryset = queryset.annotate(r_slot=EpochSlot("timestamp", buckets.raw_slot_seconds))
             groups = ["r_slot", *groups]
     else:
-        aggregates = {f"r_{name}": Sum(name) for name in MEASURES}
+        aggregates = {f"r_{name}": Sum(name) for name in measures}
         if buckets is not None:
             groups = [column, *groups]
+    bucket_column = "r_slot" if table.grain == "raw" else column
+    bucket_of = _bucket_lookup(buckets, query.org, column) if buckets is not None else None
     for row in queryset.values(*groups).annotate(**aggregates).order_by():
-        bucket_column = "r_slot" if table.grain == "raw" else column
-        bucket = _bucket_of(buckets, query.org, column, row[bucket_column]) if buckets is not None else None
+        bucket = bucket_of(row[bucket_column]) if bucket_of else None
         key = (bucket, *(row[g] for g in groups[1 if buckets is not None else 0 :]))
-        rows.add(key, {name: row[f"r_{name}"] for name in MEASURES})
+        rows.add(key, {name: row[f"r_{name}"] for name in measures})
 
 
-def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets) -> None:
+def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets, measures) -> None:
     (name,) = needs or {"service_type"}  # KPI totals: the smallest dimension adds up to them
     queryset = UsageDailyBy.objects.filter(org=query.org, dimension=name, day__in=days)
     values = query.filters.get(name)
@@ -466,11 +481,12 @@ def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets) -> Non
     groups = ["value"] if by else []
     if buckets is not None:
         groups = ["day", *groups]
-    aggregates = {f"r_{m}": Sum(m) for m in MEASURES}
+    aggregates = {f"r_{m}": Sum(m) for m in measures}
+    bucket_of = _bucket_lookup(buckets, query.org, "day") if buckets is not None else None
     for row in queryset.values(*groups).annotate(**aggregates).order_by():
-        bucket = _bucket_of(buckets, query.org, "day", row["day"]) if buckets is not None else None
+        bucket = bucket_of(row["day"]) if bucket_of else None
         key = (bucket,) + ((_typed(name, row["value"]),) if by else ())
-        rows.add(key, {m: row[f"r_{m}"] for m in MEASURES})
+        rows.add(key, {m: row[f"r_{m}"] for m in measures})
 
 
 def _typed(dimension: str, value: str | None):
