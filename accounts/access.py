@@ -41,6 +41,15 @@ class Scope:
             return q & (own | Q(**{f"{team_field}_id__in": self.team_ids}))
         return q & own
 
+    def allows(self, *, user_id: int | None, team_id: int | None) -> bool:
+        """Whether a row of this org attributed to (user, team) is visible: usage_q, in Python,
+        for rows that never touch the database (Live Mode's announcements)."""
+        if self.role == Role.ADMIN:
+            return True
+        if user_id is not None and user_id == self.user_id:
+            return True
+        return self.role == Role.MANAGER and team_id in self.team_ids
+
     def users_q(self) -> Q:
         """The org's memberships this scope may see (for people lists and filters)."""
         q = Q(org=self.org)
@@ -79,6 +88,14 @@ def scope_for_request(request, org_slug: str) -> Scope:
     if org is None:
         raise Http404("No such organization")
     return scope_for_user(request.user, org)
+
+
+def scope_for_websocket(ws_scope: dict, org_slug: str) -> Scope:
+    """The scope of a websocket's user (channels' AuthMiddlewareStack puts them in its scope)."""
+    org = Organization.objects.filter(slug=org_slug).first()
+    if org is None:
+        raise Http404("No such organization")
+    return scope_for_user(ws_scope["user"], org)
 
 
 def scope_for_api_key(api_key: ApiKey) -> Scope:

@@ -52,6 +52,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="Can log into the Django admin.")
     date_joined = models.DateTimeField(default=timezone.now)
+    live_mode = models.BooleanField(
+        default=False, help_text="Live Mode on the Usage and Overview pages: new requests pushed as they arrive."
+    )
 
     objects = UserManager()
 

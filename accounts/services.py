@@ -133,3 +133,10 @@ def user_create_or_update(
             team_rows.append(team)
         membership.teams.set(team_rows)
     return membership, user_created
+
+
+def user_set_live_mode(*, user: User, on: bool) -> None:
+    """Remember whether `user` wants Live Mode on when they open the Usage or Overview page."""
+    if user.live_mode != on:
+        user.live_mode = on
+        user.save(update_fields=["live_mode"])

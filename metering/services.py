@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
@@ -18,6 +19,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
+from metering import live
 from metering.bulk import insert_rows, reserve_ids
 from metering.models import (
     ActivityEvent,
@@ -109,13 +111,12 @@ def _write(org: Organization, api_key: ApiKey | None, batch: Batch) -> tuple[int
     bulk_insert(UsageRecord, usage)
     bulk_insert(ActivityEvent, activity)
     bulk_insert(ResourceUsage, resources)
+    record_tags = [
+        (record, [dims.tags[name] for name in set(item.tags)])
+        for record, (_, item) in zip(usage, fresh.usage, strict=True)
+    ]
     bulk_insert(
-        UsageRecordTag,
-        [
-            UsageRecordTag(record=record, tag_id=dims.tags[name])
-            for record, (_, item) in zip(usage, fresh.usage, strict=False)
-            for name in set(item.tags)
-        ],
+        UsageRecordTag, [UsageRecordTag(record=record, tag_id=tag) for record, tags in record_tags for tag in tags]
     )
     bulk_insert(
         ActivityEventTag,
@@ -126,6 +127,8 @@ def _write(org: Organization, api_key: ApiKey | None, batch: Batch) -> tuple[int
         ],
     )
     mark_days_dirty(org, _days_touched(org, fresh))
+    # Announced once the rows are durable; a retried batch (see ingest_batch) registers anew.
+    transaction.on_commit(partial(live.announce_usage, org, record_tags))
     return len(usage) + len(activity) + len(resources), duplicates
 
 
