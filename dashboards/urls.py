@@ -9,4 +9,5 @@ urlpatterns = [
     path("<slug:org_slug>/analytics/", views.analytics, name="analytics"),
     path("<slug:org_slug>/agents/", views.agents, name="agents"),
     path("<slug:org_slug>/resources/", views.resources, name="resources"),
+    path("<slug:org_slug>/live/", views.live_mode, name="live_mode"),
 ]

@@ -7,18 +7,22 @@ from itertools import islice
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
-from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.http import HttpResponse, QueryDict, StreamingHttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
-from django.views.decorators.http import require_GET
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accounts.access import Scope, scopes_for_user
+from accounts.access import Scope, scope_for_request, scopes_for_user
 from accounts.models import Membership, Organization, Role, Team, User
+from accounts.services import user_set_live_mode
 from dashboards import selectors
 from dashboards.forms import TABLE_PARAMS, Column, FilterBar, Link, TableForm, table_headers, url_with
+from dashboards.routing import live_socket_path
+from metering import live
 from metering import selectors as metering
 from metering.models import ServiceType
 
@@ -108,7 +112,6 @@ def page_context(request, org_slug: str, page_name: str) -> dict:
     the parameters are invalid: `filter_form.errors` says why), and the `filter_bar`
     (templates/dashboards/partials/filter_bar.html). The orgs and the bar's options are read
     only if the template shows them, so an htmx partial does not pay for them."""
-    from accounts.access import scope_for_request
     from metering.forms import AnalyticsForm
 
     scope = scope_for_request(request, org_slug)
@@ -122,6 +125,57 @@ def page_context(request, org_slug: str, page_name: str) -> dict:
         "query": query,
         "filter_bar": FilterBar(request, scope, form, query),
     }
+
+
+# --- Live Mode (DESIGN section 9) ---------------------------------------------------------------
+# The Usage and Overview pages carry the toggle. `?live=1` turns it on for that view, `?live=0`
+# off; otherwise the viewer's remembered choice decides. The page then opens the websocket of
+# dashboards.consumers with its own query string, so the pushed records follow its filters,
+# and refreshes the sections named in LIVE_SECTIONS as they arrive.
+
+LIVE_FEED_ROWS = 20
+LIVE_SECTIONS = {"overview": ("overview-kpis", "overview-leaderboard"), "usage": ("usage-kpis", "usage-table")}
+
+
+def live_context(request, context: dict) -> dict:
+    """The toggle's state and, when on, the feed's first rows (the newest records of the view)."""
+    choice = request.GET.get("live")
+    on = choice == "1" or (choice != "0" and request.user.live_mode)
+    query, page_name = context["query"], context["page_name"]
+    socket_params = request.GET.copy()
+    for name in ("live", "page", "section"):
+        socket_params.pop(name, None)
+    return {
+        "on": on,
+        "socket_path": f"{live_socket_path(context['scope'].org.slug)}?{socket_params.urlencode()}",
+        "since": timezone.now().isoformat(),
+        "sections": " ".join(LIVE_SECTIONS[page_name]),
+        "feed": live.usage_payloads(query.org, metering.recent_usage(query, limit=LIVE_FEED_ROWS))
+        if on and query is not None
+        else [],
+        "next": request.get_full_path(),
+    }
+
+
+@login_required
+@require_POST
+def live_mode(request, org_slug: str):
+    """Remember the viewer's Live Mode choice (`live=1|0`); back to `next` without JavaScript."""
+    scope = scope_for_request(request, org_slug)
+    on = request.POST.get("live") == "1"
+    user_set_live_mode(user=request.user, on=on)
+    if request.htmx:
+        return HttpResponse(status=204)
+    target = request.POST.get("next") or reverse("usage", kwargs={"org_slug": scope.org.slug})
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("usage", kwargs={"org_slug": scope.org.slug})
+    # The choice is remembered: the URL's own switch would override it, so drop it.
+    path, _, query_string = target.partition("?")
+    params = QueryDict(query_string, mutable=True)
+    params.pop("live", None)
+    return redirect(f"{path}?{params.urlencode()}" if params else path)
 
 
 # --- Overview and Usage -----------------------------------------------------------------------
@@ -224,6 +278,8 @@ def overview(request, org_slug: str):
             rows = selectors.leaderboard(query)
             context.update(table_context(request, rows, LEADERBOARD_COLUMNS, default_sort="cost", per_page=10))
             context["leading"] = ("#",)
+    if section is None:
+        context["live"] = live_context(request, context)
     return render_section(request, "overview", context, section)
 
 
@@ -286,6 +342,8 @@ def usage(request, org_slug: str):
                 selectors.add_models(query, by, context["table"].rows)
             context["between"] = ("Trend", "Models")
             context["table_noun"] = f"{by}s"
+    if section is None:
+        context["live"] = live_context(request, context)
     return render_section(request, "usage", context, section)
 
 

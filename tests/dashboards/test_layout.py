@@ -96,6 +96,7 @@ def test_it_loads_htmx_chart_js_and_the_page_scripts_from_static(member):
         "/static/vendor/chartjs-adapter-date-fns/chartjs-adapter-date-fns.bundle.min.js",
         "/static/js/charts.js",
         "/static/js/tally.js",
+        "/static/js/live.js",
     ]
     for url in scripts[1:]:
         assert finders.find(url.removeprefix("/static/")), url
