@@ -590,7 +590,7 @@ def _delete_demo_org() -> bool:
 # --- Planning helpers -------------------------------------------------------
 
 
-def _poisson(rng: random.Random, mean: float) -> int:
+def poisson(rng: random.Random, mean: float) -> int:
     if mean <= 0:
         return 0
     if mean > 30:
@@ -919,9 +919,9 @@ class _Builder:
                 continue
             factor = weekday * (person.weekend if day.weekday() >= 5 else 1.0) * trend * person.weight
             spike_projects = [p for p in self.spike_projects if p in person.spec.projects] if spike else []
-            for _ in range(_poisson(rng, SESSIONS_PER_DAY * factor * (2.5 if spike_projects else 1.0))):
+            for _ in range(poisson(rng, SESSIONS_PER_DAY * factor * (2.5 if spike_projects else 1.0))):
                 self._session(rows, person, day, spike_projects)
-            for _ in range(_poisson(rng, 0.35 * factor)):
+            for _ in range(poisson(rng, 0.35 * factor)):
                 self._experiment(rows, person, day)
             if person.spec.batch_jobs and rng.random() < 0.25 * factor:
                 self._embedding_job(rows, person, day)
@@ -1118,7 +1118,7 @@ class _Builder:
         cached_prefix, last_call = 0, t
         lines_scale = 6 if refactor else 1
         commits = 0
-        for turn in range(1 + _poisson(rng, agent_spec.turns * (1.5 if refactor else 1))):
+        for turn in range(1 + poisson(rng, agent_spec.turns * (1.5 if refactor else 1))):
             if turn:
                 # Reading, thinking, a meeting: the prompt cache lives five minutes.
                 t += timedelta(seconds=rng.expovariate(1 / 150) + (rng.uniform(600, 2400) if rng.random() < 0.1 else 0))
@@ -1146,7 +1146,7 @@ class _Builder:
                     **where,
                 )
                 t += timedelta(seconds=rng.uniform(0.2, 1))
-            for call in range(1 + _poisson(rng, agent_spec.calls * (1.3 if refactor else 1))):
+            for call in range(1 + poisson(rng, agent_spec.calls * (1.3 if refactor else 1))):
                 context += int(agent_spec.step * rng.lognormvariate(0, 0.6))
                 warm = (t - last_call).total_seconds() < 300
                 visible = int(agent_spec.output * rng.lognormvariate(0, 0.7)) + 20
@@ -1232,7 +1232,7 @@ class _Builder:
         self._event(rows, when=t, kind=ActivityKind.AGENT_RUN, **where)
         start, model = t, _weighted(rng, spec.models)
         context, cached_prefix, last_call = int(spec.context * rng.uniform(0.8, 2.0)), 0, t
-        for _ in range(2 + _poisson(rng, spec.calls)):
+        for _ in range(2 + poisson(rng, spec.calls)):
             context += int(spec.step * rng.lognormvariate(0, 0.5))
             warm = (t - last_call).total_seconds() < 300
             visible = int(spec.output * rng.lognormvariate(0, 0.6)) + 20
@@ -1292,7 +1292,7 @@ class _Builder:
         else:
             service, model = ServiceType.TEXT_GENERATION, person.favourite or rng.choice(MODELS[:5]).name
         context, cached_prefix = rng.randint(300, 6_000), 0
-        for _ in range(1 + _poisson(rng, 3)):
+        for _ in range(1 + poisson(rng, 3)):
             if service == ServiceType.IMAGE:
                 context += rng.randint(800, 2_500)  # an image is a few thousand input tokens
             elif service == ServiceType.SPEECH_TO_TEXT:
@@ -1363,7 +1363,7 @@ class _Builder:
         midnight = datetime.combine(day, clock(0), tzinfo=self.tz).astimezone(UTC)
         for hour in range(24):
             # Robots work shifts too: busiest in the local daytime, never idle.
-            for _ in range(_poisson(rng, 1.2 + 2.5 * HOUR_WEIGHTS[hour] / 9)):
+            for _ in range(poisson(rng, 1.2 + 2.5 * HOUR_WEIGHTS[hour] / 9)):
                 t = midnight + timedelta(hours=hour, seconds=rng.randrange(3600))
                 model = "gpt-5-mini" if rng.random() < 0.7 else "claude-haiku-4-5"
                 tokens, reasoning, duration = self._call(
