@@ -6,8 +6,8 @@
 
 It creates (and finally drops) the database `tally_bench_live`, with one org of 40 people in
 four teams, and starts one daphne process serving it (with REDIS_URL: channels-redis, else the
-in-memory layer). Five websocket clients open Live Mode as an admin, two managers and two
-members, each with their own session, the way a browser does (cookie, Origin). One client
+in-memory layer). Five websocket clients open Live Mode (last 24 hours) as an admin, two
+managers and two members, each with their own session, the way a browser does (cookie, Origin). One client
 posts `--rate` records a second in batches of `--batch`, spread over the 40 people, for
 `--seconds`. Every client notes when each record reaches it.
 
@@ -55,7 +55,8 @@ def parse_args():
 
 def build_org(clients: int):
     """The org, its people (email -> (user id, team id)), the viewers (label, scope, session key)
-    and an ingest key. Viewers cycle: an admin, a manager of one team, a member (a busy person)."""
+    and an ingest key. Viewers: an admin, then managers (of one team each) and members (the
+    busiest people) in turn."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
@@ -74,9 +75,9 @@ def build_org(clients: int):
         users.append(user)
     viewers = []
     for i in range(clients):
-        kind = ("admin", "manager", "member")[i % 3]
+        kind = "admin" if i == 0 else ("manager" if i % 2 else "member")
         if kind == "member":
-            user = users[i // 3]  # the busiest people come first (see records_for)
+            user = users[i // 2 - 1]  # the busiest people come first (see records_for)
         else:
             user = User.objects.create_user(f"{kind}{i}@bench.example", secrets.token_urlsafe(12))
             membership = Membership.objects.create(
