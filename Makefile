@@ -29,6 +29,8 @@ run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py seed_demo --if-empty
 	@echo "Tally is starting on http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
+	@echo "To watch Live Mode, open http://$(HOST):$(PORT)/demo/usage/?live=1 and, in another terminal, run:"
+	@echo "    $(BIN)/python manage.py simulate_traffic --rate 5 --url http://$(HOST):$(PORT)"
 ifdef REDIS_URL
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 else
