@@ -17,6 +17,7 @@ from django.db import transaction
 
 from accounts.models import Organization
 from metering.models import CostSource, LLMModel, ModelPrice, UsageRecord
+from metering.rollups import mark_days_dirty
 
 MILLION = Decimal(1_000_000)
 MONEY_QUANTUM = Decimal(1).scaleb(-settings.MONEY_DECIMAL_PLACES)
@@ -133,8 +134,6 @@ def records_reprice(*, org: Organization, start: date, end: date, progress=None)
     never loads the whole period; the days it changes are marked dirty so
     their rollups are rebuilt. `progress`, a tqdm bar, is told the total and kept up to date.
     """
-    from metering.services import mark_days_dirty  # services imports this module
-
     tz = org.tzinfo
     lo = datetime.combine(start, time.min, tzinfo=tz)
     hi = datetime.combine(end + timedelta(days=1), time.min, tzinfo=tz)

@@ -12,14 +12,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncHour
+from django.db.models import BigIntegerField, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Cast, TruncHour
+from django.utils import timezone
 
 from accounts.models import Organization
 from metering.models import (
+    ActiveUserDaily,
     ActivityDaily,
+    ActivityDailyBy,
     ActivityEvent,
     ConversationDaily,
+    ConversationDayCount,
     DirtyDay,
     ResourceDaily,
     ResourceUsage,
@@ -32,15 +36,22 @@ from metering.models import (
     UsageRecord,
 )
 
+
+def integer_sum(field: str) -> Cast:
+    """SUM of an integer column as an integer: PostgreSQL's SUM(bigint) is a numeric, which Django
+    turns back into int row by row, and the query layer reads rows without Django's converters."""
+    return Cast(Sum(field), BigIntegerField())
+
+
 # Aggregates are named r_<rollup field>: a bare "cost" would shadow the column it sums.
 USAGE_MEASURES = {
-    "r_requests": Count("id"),
+    "r_requests": Count("*"),  # not COUNT(id): the (org, timestamp) index has no id to count
     "r_failed_requests": Count("id", filter=Q(status="error")),
-    "r_input_tokens": Sum("input_tokens"),
-    "r_cached_input_tokens": Sum("cached_input_tokens"),
-    "r_cache_write_tokens": Sum("cache_write_tokens"),
-    "r_output_tokens": Sum("output_tokens"),
-    "r_reasoning_tokens": Sum("reasoning_tokens"),
+    "r_input_tokens": integer_sum("input_tokens"),
+    "r_cached_input_tokens": integer_sum("cached_input_tokens"),
+    "r_cache_write_tokens": integer_sum("cache_write_tokens"),
+    "r_output_tokens": integer_sum("output_tokens"),
+    "r_reasoning_tokens": integer_sum("reasoning_tokens"),
     "r_cost": Sum("cost"),
     "r_session_cost": Sum("cost", filter=Q(session__isnull=False), default=Decimal(0)),
 }
@@ -146,6 +157,27 @@ def _insert_from(rollup: Rollup, org: Organization, day: date, start: datetime, 
         )
 
 
+def _insert_conversation_counts(org: Organization, day: date) -> None:
+    """ConversationDayCount of the day: each of its conversations with the latest earlier day it
+    was active on (from the rows earlier rebuilds wrote; one index probe each), counted by that
+    day; once for the org (user NULL), once per user over that user's rows."""
+    quote = connection.ops.quote_name
+    daily = quote(ConversationDaily._meta.db_table)
+    day_value = connection.ops.adapt_datefield_value(day)
+    with connection.cursor() as cursor:
+        for user, same_user in (("CAST(NULL AS BIGINT)", ""), ("c.user_id", " AND p.user_id = c.user_id")):
+            cursor.execute(
+                f"INSERT INTO {quote(ConversationDayCount._meta.db_table)} "
+                f"(org_id, day, user_id, prev_day, conversations) "
+                f"SELECT %s, %s, user_id, prev_day, COUNT(*) FROM (SELECT {user} AS user_id, "
+                f"(SELECT MAX(p.day) FROM {daily} p WHERE p.org_id = %s AND p.conversation_id = c.conversation_id"
+                f"{same_user} AND p.day < %s) AS prev_day FROM (SELECT DISTINCT conversation_id"
+                f"{', user_id' if same_user else ''} FROM {daily} WHERE org_id = %s AND day = %s) c) x "
+                f"GROUP BY user_id, prev_day",
+                [org.pk, day_value, org.pk, day_value, org.pk, day_value],
+            )
+
+
 def _resources(org: Organization, day: date, start: datetime, end: datetime) -> list[ResourceDaily]:
     """Allocations overlapping the day, each counted for the seconds it spent inside it."""
     totals: dict[tuple, list[Decimal]] = {}
@@ -167,29 +199,65 @@ def _resources(org: Organization, day: date, start: datetime, end: datetime) -> 
     ]  # fmt: skip
 
 
-# UsageDailyBy's dimensions and the rollup each is summed from (the day's rows, already aggregated).
-BY_DIMENSION = {
+# The one-dimension-at-a-time rollups: for each dimension, the rollup it is summed from (the
+# day's rows, already aggregated). Tags overlap in UsageDailyBy, as in UsageDailyByTag.
+USAGE_BY = {
     **{name: UsageDaily for name in ("user", "team", "project", "repository", "agent", "model", "api_key")},
     "service_type": UsageDaily,
     "tag": UsageDailyByTag,
 }
+ACTIVITY_BY = {name: ActivityDaily for name in ("user", "team", "project", "repository", "agent")}
+ACTIVITY_MEASURES = ("events", "quantity", "lines_added", "lines_removed")
 
 
-def _insert_by_dimension(org: Organization, day: date) -> None:
-    measures = [f.column for f in UsageDailyBy._meta.concrete_fields if f.name in UsageDaily.measure_names()]
-    sums = ", ".join(f"SUM({connection.ops.quote_name(c)})" for c in measures)
-    target = connection.ops.quote_name(UsageDailyBy._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in measures)
+def _insert_by_dimension(org: Organization, day: date, target, sources: dict, measures, keys=()) -> None:
+    quote = connection.ops.quote_name
+    sums = ", ".join(f"SUM({quote(c)})" for c in measures)
+    columns = ", ".join(quote(c) for c in (*keys, *measures))
+    keys_sql = "".join(f"{quote(k)}, " for k in keys)
     with connection.cursor() as cursor:
-        for name, source in BY_DIMENSION.items():
-            column = connection.ops.quote_name(source._meta.get_field(name).column)
+        for name, source in sources.items():
+            column = quote(source._meta.get_field(name).column)
             cursor.execute(
-                f"INSERT INTO {target} (org_id, day, dimension, value, {columns}) "
-                f"SELECT org_id, day, %s, CAST({column} AS TEXT), {sums} "
-                f"FROM {connection.ops.quote_name(source._meta.db_table)} WHERE org_id = %s AND day = %s "
-                f"GROUP BY org_id, day, {column}",
+                f"INSERT INTO {quote(target._meta.db_table)} (org_id, day, dimension, value, {columns}) "
+                f"SELECT org_id, day, %s, CAST({column} AS TEXT), {keys_sql}{sums} "
+                f"FROM {quote(source._meta.db_table)} WHERE org_id = %s AND day = %s "
+                f"GROUP BY org_id, day, {keys_sql}{column}",
                 [name, org.pk, connection.ops.adapt_datefield_value(day)],
             )
+
+
+def _insert_active_users(org: Organization, day: date) -> None:
+    """ActiveUserDaily of the day: the users of its usage and its activity (UNION drops repeats)."""
+    quote = connection.ops.quote_name
+    selects = [
+        f"SELECT org_id, day, CAST(value AS BIGINT) FROM {quote(source._meta.db_table)} "
+        f"WHERE org_id = %s AND day = %s AND dimension = 'user'"
+        for source in (UsageDailyBy, ActivityDailyBy)
+    ]
+    day_value = connection.ops.adapt_datefield_value(day)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(ActiveUserDaily._meta.db_table)} (org_id, day, user_id) {' UNION '.join(selects)}",
+            [org.pk, day_value, org.pk, day_value],
+        )
+
+
+def _conversations_of(org: Organization, day: date) -> int:
+    counts = ConversationDayCount.objects.filter(org=org, day=day, user=None)
+    return counts.aggregate(n=Sum("conversations"))["n"] or 0
+
+
+def _mark_next_conversation_days(org: Organization, day: date) -> None:
+    """Late records gave `day` conversations it lacked: the next day each of its conversations is
+    active on may now have `day` as its previous day. Mark those days dirty (read raw until
+    rebuilt). Some had it already; rebuilding them changes nothing, and late data is rare."""
+    if not ConversationDaily.objects.filter(org=org, day__gt=day).exists():
+        return
+    todays = ConversationDaily.objects.filter(org=org, day=day).values("conversation_id")
+    following = ConversationDaily.objects.filter(org=org, conversation_id=OuterRef("conversation_id"), day__gt=day)
+    next_days = todays.annotate(next_day=Subquery(following.order_by("day").values("day")[:1]))
+    mark_days_dirty(org, {row["next_day"] for row in next_days.distinct() if row["next_day"]})
 
 
 def rollup_day_rebuild(*, org: Organization, day: date) -> None:
@@ -199,21 +267,36 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
         if connection.vendor == "postgresql":
             # Measured on a 10M-record day (bench/queries.py): compiling these one-off
             # aggregates costs the JIT ~50 ms each for nothing; the default work_mem sends
-            # their sorts to disk; and the planner hash-joins the whole tag table to a day's
-            # records (640 ms) where probing the (record, tag) index per record takes 190 ms.
+            # their sorts to disk; the planner, guessing 6x too many groups, sorts 180,000 rows
+            # where hashing them takes half the time; and it hash-joins the whole tag table to a
+            # day's records (640 ms) where probing the (record, tag) index per record takes 190 ms.
             # The only join in a rebuild is that one.
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; "
+                    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off; "
                     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
                 )
+        conversations_before = _conversations_of(org, day)
         for rollup in ROLLUPS:
             rollup.table.objects.filter(org=org, day=day).delete()
             _insert_from(rollup, org, day, start, end)
-        UsageDailyBy.objects.filter(org=org, day=day).delete()
-        _insert_by_dimension(org, day)
+        usage_measures = [f.column for f in UsageDailyBy._meta.concrete_fields if f.name in UsageDaily.measure_names()]
+        for target, sources, measures, keys in (
+            (UsageDailyBy, USAGE_BY, usage_measures, ()),
+            (ActivityDailyBy, ACTIVITY_BY, ACTIVITY_MEASURES, ("kind",)),
+        ):
+            target.objects.filter(org=org, day=day).delete()
+            _insert_by_dimension(org, day, target, sources, measures, keys)
+        ConversationDayCount.objects.filter(org=org, day=day).delete()
+        _insert_conversation_counts(org, day)
+        ActiveUserDaily.objects.filter(org=org, day=day).delete()
+        _insert_active_users(org, day)
         ResourceDaily.objects.filter(org=org, day=day).delete()
         ResourceDaily.objects.bulk_create(_resources(org, day, start, end))
+        # Records are never removed, so a day's conversations only ever grow: the same count
+        # means the same conversations, and no later day's previous day changed.
+        if _conversations_of(org, day) != conversations_before:
+            _mark_next_conversation_days(org, day)
 
 
 def dirty_days_rebuild(*, limit: int | None = None) -> int:
@@ -222,13 +305,19 @@ def dirty_days_rebuild(*, limit: int | None = None) -> int:
     A mark is cleared only if nobody re-marked the day while it was rebuilt
     (its version is unchanged), so nothing written meanwhile is lost.
     """
-    marks = DirtyDay.objects.select_related("org").order_by("marked_at")
     done = 0
-    for mark in marks[:limit] if limit else marks:
-        with transaction.atomic():
-            rollup_day_rebuild(org=mark.org, day=mark.day)
-            DirtyDay.objects.filter(pk=mark.pk, version=mark.version).delete()
-        done += 1
+    # Two passes: the second takes the later days the first one's rebuilds marked (see
+    # _mark_next_conversation_days), whose own rebuilds mark nothing more.
+    for _ in range(2):
+        marks = DirtyDay.objects.select_related("org").order_by("marked_at")
+        marks = list(marks[: limit - done] if limit else marks)
+        for mark in marks:
+            with transaction.atomic():
+                rollup_day_rebuild(org=mark.org, day=mark.day)
+                DirtyDay.objects.filter(pk=mark.pk, version=mark.version).delete()
+            done += 1
+        if not marks or (limit and done >= limit):
+            break
     return done
 
 
@@ -269,3 +358,21 @@ def rollups_rebuild(
 ) -> int:
     """Rebuild every day of `orgs` in [first, last]; `progress(n)` is called per day. Returns days rebuilt."""
     return sum(rollups_rebuild_days(org=org, days=days_with_data(org, first, last), progress=progress) for org in orgs)
+
+
+def mark_days_dirty(org: Organization, days: Iterable[date]) -> None:
+    """Mark (org, day) rollups stale. Re-marking a marked day bumps its version, so a
+    rollup that was rebuilding it meanwhile leaves the mark for the next run."""
+    days = sorted(set(days))
+    if not days:
+        return
+    table = connection.ops.quote_name(DirtyDay._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    rows = ", ".join(["(%s, %s, %s, 1)"] * len(days))
+    params = [value for day in days for value in (org.pk, connection.ops.adapt_datefield_value(day), now)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (org_id, day, marked_at, version) VALUES {rows} "
+            f"ON CONFLICT (org_id, day) DO UPDATE SET version = {table}.version + 1, marked_at = excluded.marked_at",
+            params,
+        )

@@ -16,7 +16,6 @@ from functools import partial
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Lower
-from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
 from metering import live
@@ -26,7 +25,6 @@ from metering.models import (
     ActivityEventTag,
     Agent,
     CostSource,
-    DirtyDay,
     LLMModel,
     Project,
     Repository,
@@ -36,6 +34,7 @@ from metering.models import (
     UsageRecordTag,
 )
 from metering.pricing import PriceBook, Tokens, cost_of, quantize_money
+from metering.rollups import mark_days_dirty
 from metering.schemas import ID_FIELDS, IngestResult, Item, Rejection, parse_item
 
 logger = logging.getLogger(__name__)
@@ -418,21 +417,3 @@ def _days_touched(org: Organization, batch: Batch) -> set[date]:
             days.add(day)
             day += timedelta(days=1)
     return days
-
-
-def mark_days_dirty(org: Organization, days: Iterable[date]) -> None:
-    """Mark (org, day) rollups stale. Re-marking a marked day bumps its version, so a
-    rollup that was rebuilding it meanwhile leaves the mark for the next run."""
-    days = sorted(set(days))
-    if not days:
-        return
-    table = connection.ops.quote_name(DirtyDay._meta.db_table)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = ", ".join(["(%s, %s, %s, 1)"] * len(days))
-    params = [value for day in days for value in (org.pk, connection.ops.adapt_datefield_value(day), now)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (org_id, day, marked_at, version) VALUES {rows} "
-            f"ON CONFLICT (org_id, day) DO UPDATE SET version = {table}.version + 1, marked_at = excluded.marked_at",
-            params,
-        )

@@ -9,10 +9,13 @@ import pytest
 import time_machine
 from django.core.management import call_command
 
+from accounts.access import Scope, scope_for_user
+from accounts.models import Role, User
 from accounts.services import api_key_create
 from metering import rollups
 from metering.models import (
     ActivityDaily,
+    ConversationDayCount,
     DirtyDay,
     ResourceDaily,
     SessionDaily,
@@ -21,8 +24,8 @@ from metering.models import (
     UsageDailyNarrow,
     UsageRecord,
 )
-from metering.rollups import dirty_days_rebuild, rollup_day_rebuild
-from metering.services import mark_days_dirty
+from metering.rollups import dirty_days_rebuild, mark_days_dirty, rollup_day_rebuild
+from metering.selectors import Query, summary
 
 NOW = datetime(2026, 10, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -204,3 +207,88 @@ def test_day_bounds_follow_daylight_saving_time(org):
         return (end.astimezone(timezone.utc) - start.astimezone(timezone.utc)) / timedelta(hours=1)
 
     assert (hours(date(2026, 10, 25)), hours(date(2026, 3, 29)), hours(date(2026, 6, 1))) == (25, 23, 24)
+
+
+# --- Distinct counts over runs of days (ConversationDayCount, Session spans) ---------------------
+
+
+def whole_org_query(org, first: date, last: date) -> Query:
+    start, _ = rollups.day_bounds(org, first)
+    _, end = rollups.day_bounds(org, last)
+    return Query(Scope(org=org, role=Role.ADMIN), start, end)
+
+
+def conversation_days(org) -> dict:
+    return {(c.day, c.prev_day): c.conversations for c in ConversationDayCount.objects.filter(org=org)}
+
+
+def test_each_conversation_counts_once_over_a_run_of_days_and_again_after_a_gap(client, org):
+    ingest(client, org, {"usage": [
+        usage(1, "2026-10-20T10:00:00+02:00", conversation_id="c-1"),
+        usage(2, "2026-10-21T10:00:00+02:00", conversation_id="c-1"),
+        usage(3, "2026-10-21T11:00:00+02:00", conversation_id="c-2"),
+        usage(4, "2026-10-23T10:00:00+02:00", conversation_id="c-1"),
+    ]})  # fmt: skip
+    dirty_days_rebuild()
+
+    assert conversation_days(org) == {
+        (date(2026, 10, 20), None): 1,
+        (date(2026, 10, 21), date(2026, 10, 20)): 1,
+        (date(2026, 10, 21), None): 1,
+        (date(2026, 10, 23), date(2026, 10, 21)): 1,
+    }
+    assert summary(whole_org_query(org, date(2026, 10, 20), date(2026, 10, 23)))["conversations"] == 2
+    assert summary(whole_org_query(org, date(2026, 10, 21), date(2026, 10, 23)))["conversations"] == 2
+    assert summary(whole_org_query(org, date(2026, 10, 22), date(2026, 10, 23)))["conversations"] == 1
+    assert summary(whole_org_query(org, date(2026, 10, 22), date(2026, 10, 22)))["conversations"] == 0
+
+
+def test_a_late_record_that_gives_a_day_a_conversation_marks_its_next_day_dirty(client, org):
+    ingest(client, org, {"usage": [usage(1, "2026-10-23T10:00:00+02:00", conversation_id="c-1")]})
+    dirty_days_rebuild()
+    assert conversation_days(org) == {(date(2026, 10, 23), None): 1}
+
+    ingest(client, org, {"usage": [usage(2, "2026-10-21T10:00:00+02:00", conversation_id="c-1")]})
+    assert set(DirtyDay.objects.values_list("day", flat=True)) == {date(2026, 10, 21)}
+    rollup_day_rebuild(org=org, day=date(2026, 10, 21))
+
+    # The 23rd's count still says "first seen" until it is rebuilt, so it is marked: read raw till then.
+    assert set(DirtyDay.objects.values_list("day", flat=True)) == {date(2026, 10, 21), date(2026, 10, 23)}
+    dirty_days_rebuild()
+    assert not DirtyDay.objects.exists()
+    assert conversation_days(org) == {(date(2026, 10, 21), None): 1, (date(2026, 10, 23), date(2026, 10, 21)): 1}
+    assert summary(whole_org_query(org, date(2026, 10, 21), date(2026, 10, 23)))["conversations"] == 1
+
+
+def test_a_session_spanning_the_whole_period_without_a_record_in_it_is_not_counted(client, org):
+    ingest(client, org, {"usage": [
+        usage(1, "2026-10-19T23:00:00+02:00", session_id="s-1"),
+        usage(2, "2026-10-23T08:00:00+02:00", session_id="s-1"),
+        usage(3, "2026-10-21T09:00:00+02:00", session_id="s-2"),
+        usage(4, "2026-10-21T09:30:00+02:00", session_id="s-2"),
+    ]})  # fmt: skip
+    dirty_days_rebuild()
+    middle = summary(whole_org_query(org, date(2026, 10, 20), date(2026, 10, 22)))
+    assert (middle["sessions"], middle["avg_session_duration_seconds"]) == (1, 1800.0)
+    both = summary(whole_org_query(org, date(2026, 10, 19), date(2026, 10, 23)))
+    assert (both["sessions"], both["avg_session_duration_seconds"]) == (2, (3 * 86400 + 9 * 3600 + 1800) / 2)
+
+
+def test_a_conversation_two_people_share_counts_once_for_the_org_and_once_for_each(client, org):
+    ingest(client, org, {"usage": [
+        usage(1, "2026-10-20T10:00:00+02:00", conversation_id="c-1"),
+        usage(2, "2026-10-21T10:00:00+02:00", conversation_id="c-1", user="bo@example.com"),
+        usage(3, "2026-10-22T10:00:00+02:00", conversation_id="c-1", user="bo@example.com"),
+    ]})  # fmt: skip
+    dirty_days_rebuild()
+    days = whole_org_query(org, date(2026, 10, 20), date(2026, 10, 22))
+
+    assert summary(days)["conversations"] == 1
+    for email in ("ana@example.com", "bo@example.com"):
+        scope = scope_for_user(User.objects.get(email=email), org)
+        assert summary(Query(scope, days.start, days.end))["conversations"] == 1
+    # From the 21st it is Bo's alone.
+    later = whole_org_query(org, date(2026, 10, 21), date(2026, 10, 22))
+    assert summary(later)["conversations"] == 1
+    ana = scope_for_user(User.objects.get(email="ana@example.com"), org)
+    assert summary(Query(ana, later.start, later.end))["conversations"] == 0
