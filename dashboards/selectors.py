@@ -36,6 +36,7 @@ from metering.selectors import (
     Filters,
     Query,
     activity_sums,
+    among,
     dimension_names,
     plan,
     usage_sums,
@@ -178,11 +179,11 @@ class Person:
 
 def people(scope: Scope, user_ids: Iterable[int | None]) -> dict[int, Person]:
     """The people of `user_ids` in the org, with the teams the viewer may see them in. Two queries."""
-    ids = [i for i in set(user_ids) if i is not None]
+    ids = {i for i in user_ids if i is not None}
     if not ids:
         return {}
     teams: dict[int, list[Badge]] = defaultdict(list)
-    links = Membership.teams.through.objects.filter(membership__org=scope.org, membership__user_id__in=ids)
+    links = among(Membership.teams.through.objects.filter(membership__org=scope.org), "membership__user_id", ids)
     if not scope.sees_whole_org:
         links = links.filter(team_id__in=scope.team_ids)
     for user_id, team_id, name, colour in links.order_by("team__name").values_list(
@@ -190,9 +191,10 @@ def people(scope: Scope, user_ids: Iterable[int | None]) -> dict[int, Person]:
     ):
         teams[user_id].append(Badge(name, colour_of(Team, team_id, colour)))
     result = {}
-    for user_id, email, external_id, name in Membership.objects.filter(org=scope.org, user_id__in=ids).values_list(
-        "user_id", "user__email", "external_id", "user__name"
-    ):
+    members = among(Membership.objects.filter(org=scope.org), "user_id", ids)
+    for user_id, email, external_id, name in members.values_list("user_id", "user__email", "external_id", "user__name"):
+        if user_id not in ids:
+            continue
         key = email or external_id or name or f"user {user_id}"
         result[user_id] = Person(user_id, key, name, email or external_id or "", tuple(teams[user_id]))
     for user_id in ids:  # usage of someone no longer in the org still counts; label it

@@ -8,10 +8,13 @@ from django.core.paginator import Paginator
 
 from accounts.admin import OrgConsistentForm, OrgRelatedFilter, OrgScopedAdminMixin, colour_swatch
 from metering.models import (
+    ActiveUserDaily,
     ActivityDaily,
+    ActivityDailyBy,
     ActivityEvent,
     Agent,
     ConversationDaily,
+    ConversationDayCount,
     DirtyDay,
     LLMModel,
     ModelPrice,
@@ -26,6 +29,7 @@ from metering.models import (
     UsageDailyByTag,
     UsageDailyNarrow,
     UsageHourly,
+    UsageHourlyOrg,
     UsageRecord,
 )
 
@@ -238,10 +242,14 @@ ROLLUPS = (
     UsageDailyByTag,
     UsageDailyBy,
     UsageHourly,
+    UsageHourlyOrg,
     ActivityDaily,
+    ActivityDailyBy,
+    ActiveUserDaily,
     ResourceDaily,
     SessionDaily,
     ConversationDaily,
+    ConversationDayCount,
 )
 for rollup in ROLLUPS:
     admin.site.register(rollup, RollupAdmin)

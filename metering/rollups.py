@@ -33,6 +33,7 @@ from metering.models import (
     UsageDailyByTag,
     UsageDailyNarrow,
     UsageHourly,
+    UsageHourlyOrg,
     UsageRecord,
 )
 
@@ -90,6 +91,12 @@ def _hourly(org, day, start, end):
     return hours.values("r_hour", "user", "team", "service_type").annotate(**USAGE_MEASURES).order_by()
 
 
+def _hourly_org(org, day, start, end):
+    # From the day's hourly rows, built just before (ROLLUPS order).
+    sums = {f"r_{name}": Sum(name) for name in UsageHourly.measure_names()}
+    return UsageHourly.objects.filter(org=org, day=day).values("hour").annotate(**sums).order_by()
+
+
 def _conversations(org, day, start, end):
     window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end).exclude(conversation_id="")
     dims = ("conversation_id", "user", "team", "project", "agent", "model", "service_type")
@@ -126,6 +133,7 @@ ROLLUPS = [
     Rollup(UsageDailyNarrow, _narrow),
     Rollup(UsageDailyByTag, _usage("tags", "user", "team", "project", "agent", "model", "service_type")),
     Rollup(UsageHourly, _hourly),
+    Rollup(UsageHourlyOrg, _hourly_org),
     Rollup(ConversationDaily, _conversations),
     Rollup(ActivityDaily, _activity),
     Rollup(SessionDaily, _sessions),
