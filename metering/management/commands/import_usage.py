@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from accounts.models import Organization
+from metering.management.orgs import command_org
 from metering.schemas import MAX_ITEMS, TOKEN_FIELDS, UsageItem, loads_exact
 from metering.services import ingest_batch
 
@@ -153,7 +154,7 @@ class Command(BaseCommand):
         parser.add_argument("--org", help="org slug (needed when there is more than one org)")
 
     def handle(self, *args, file, org, verbosity, **options):
-        org_row = self._org(org)
+        org_row = command_org(org)
         kind = "jsonl" if file == "-" else FORMATS.get(Path(file).suffix.lower())
         if kind is None:
             raise CommandError(f"Cannot tell the format of {file!r}: name it .csv, .jsonl or .ndjson.")
@@ -192,19 +193,6 @@ class Command(BaseCommand):
                     pending = []
             self._ingest(org_row, pending, tally)
         self._report(file, org_row, tally)
-
-    def _org(self, slug: str | None) -> Organization:
-        if slug:
-            org = Organization.objects.filter(slug=slug).first()
-            if org is None:
-                raise CommandError(f"No org with slug {slug!r}.")
-            return org
-        orgs = list(Organization.objects.order_by("slug")[:2])
-        if len(orgs) == 1:
-            return orgs[0]
-        if not orgs:
-            raise CommandError("There is no org yet; create one with `manage.py create_org`.")
-        raise CommandError("There is more than one org: name the one to import into with --org SLUG.")
 
     def _ingest(self, org: Organization, pending: list, tally: Tally) -> None:
         """Send one batch's readable lines to ingestion and tally every line, in file order."""

@@ -24,6 +24,7 @@ from accounts.models import Membership, Organization, Role, Tag
 from accounts.services import api_key_create
 from metering import selectors
 from metering.demo import DEMO_SLUG, poisson
+from metering.management.orgs import command_org
 from metering.models import Agent, LLMModel, Project, Repository, Status
 
 TICK_SECONDS = 0.25
@@ -44,7 +45,7 @@ class Command(BaseCommand):
     def handle(self, *args, org, rate, url, seconds, seed, **options):
         if rate <= 0:
             raise CommandError("--rate must be more than 0.")
-        org = self.org(org)
+        org = command_org(org, default=DEMO_SLUG)
         rng = random.Random(seed)
         shapes = recent_shapes(org)
         if not shapes:
@@ -86,20 +87,6 @@ class Command(BaseCommand):
             key.revoked_at = timezone.now()
             key.save(update_fields=["revoked_at"])
         self.stdout.write(f"\nSent {sent:,} records" + (f"; {failed:,} not accepted" if failed else "") + ".")
-
-    def org(self, slug: str | None) -> Organization:
-        if slug:
-            org = Organization.objects.filter(slug=slug).first()
-            if org is None:
-                raise CommandError(f"No org with slug {slug!r}.")
-            return org
-        orgs = list(Organization.objects.order_by("slug")[:2])
-        demo = Organization.objects.filter(slug=DEMO_SLUG).first()
-        if demo is not None:
-            return demo
-        if len(orgs) == 1:
-            return orgs[0]
-        raise CommandError("Several orgs: name one with --org.")
 
 
 def recent_shapes(org: Organization) -> list[dict]:
