@@ -135,12 +135,29 @@ def announce_usage(org, records: list[tuple[UsageRecord, Iterable[int]]]) -> Non
             return
         groups = messages_by_group(org.pk, usage_payloads(org, records))
         loop = _web_loop
-        if loop is not None and loop.is_running():
+        if loop is not None and loop.is_running() and loop is not _running_loop():
             asyncio.run_coroutine_threadsafe(_send(layer, groups), loop).add_done_callback(_log_failure)
+        elif (here := _running_loop()) is not None:
+            # Synchronous code on a loop's own thread (a script or test driving an event loop):
+            # it cannot wait for the loop, so the loop sends once this code has returned.
+            task = here.create_task(_send(layer, groups))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+            task.add_done_callback(_log_failure)
         else:
             async_to_sync(_send)(layer, groups)
     except Exception:
         logger.warning("live: announcing %d records of org %s failed; skipped", len(records), org.pk, exc_info=True)
+
+
+_pending: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _send(layer, groups: dict[str, list[dict]]) -> None:
