@@ -217,6 +217,9 @@ class CostBreakdown(Schema):
     by_user: list[BreakdownRow]
     by_team: list[BreakdownRow]
     by_service_type: list[BreakdownRow]
+    # Beyond DESIGN section 8: a record counts under each of its tags, so these rows overlap.
+    by_tag: list[BreakdownRow]
+    by_tag_note: str
 
 
 READ_AUTH = [ApiKeyBearer(), django_auth]
@@ -278,7 +281,7 @@ def analytics_by_agent(request, org: str):
     return selectors.by_agent(query)
 
 
-@analytics_get("cost-breakdown", CostBreakdown, "Cost by model, project, user, team and service type")
+@analytics_get("cost-breakdown", CostBreakdown, "Cost by model, project, user, team, service type and tag")
 def analytics_cost_breakdown(request, org: str):
     _, query = analytics_form(request, org)
     return selectors.cost_breakdown(query)

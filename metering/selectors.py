@@ -486,6 +486,11 @@ def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by
         aggregates = {f"r_{name}": _rollup_sum(name) for name in measures}
         if buckets is not None:
             groups = [column, *groups]
+    if table.grain == "raw" and "tag" in by:
+        # Each record under each of its tags (the filter's, when there is one), as the by-tag
+        # rollups count it; untagged records have no row, there as here.
+        tags = query.filters.get("tag")
+        queryset = queryset.filter(tags__in=tags) if tags is not None else queryset.filter(tags__isnull=False)
     bucket_of = _bucket_lookup(buckets, query.org, column) if buckets is not None else None
     n, first = len(groups), 1 if buckets is not None else 0
     for values in _grouped(queryset, groups, aggregates):
@@ -918,8 +923,8 @@ def dimension_names(dimension: str, ids: Iterable, org) -> dict:
         members = among(Membership.objects.filter(org=org), "user_id", ids)
         rows = members.values_list("user_id", "user__email", "external_id", "user__name")
         return {uid: email or external or name or f"user {uid}" for uid, email, external, name in rows if uid in ids}
-    model = {"team": Team, "project": Project, "agent": Agent, "model": LLMModel}[dimension]
-    return dict(model.objects.filter(pk__in=ids).values_list("pk", "name"))
+    model = {"team": Team, "project": Project, "repository": Repository, "agent": Agent, "model": LLMModel, "tag": Tag}
+    return dict(model[dimension].objects.filter(pk__in=ids).values_list("pk", "name"))
 
 
 def breakdown(query: Query, dimension: str) -> list[dict]:
@@ -941,10 +946,17 @@ def breakdown(query: Query, dimension: str) -> list[dict]:
     return out
 
 
+BY_TAG_NOTE = (
+    "A record with several tags counts under each of them, so by_tag can add up to more than the total; "
+    "untagged records are in no by_tag row."
+)
+
+
 def cost_breakdown(query: Query) -> dict:
-    lists = {f"by_{d}": breakdown(query, d) for d in ("model", "project", "user", "team", "service_type")}
+    """DESIGN section 8, plus `by_tag`: unlike the other lists it overlaps the total (BY_TAG_NOTE)."""
+    lists = {f"by_{d}": breakdown(query, d) for d in ("model", "project", "user", "team", "service_type", "tag")}
     total = sum((Decimal(r["cost"]) for r in lists["by_model"]), Decimal(0))
-    return {"total": format_money(total), **lists}
+    return {"total": format_money(total), **lists, "by_tag_note": BY_TAG_NOTE}
 
 
 def by_agent(query: Query) -> dict:

@@ -82,8 +82,8 @@ def usage(org, other_org, admin, manager, member, web_member, outsider, platform
     ingest_batch(
         org=org,
         usage=[
-            record("r-admin", "admin@acme.test", "1000", agent="Codex", project="Atlas"),
-            record("r-manager", "manager@acme.test", "200", agent="Codex", session_id="s-manager"),
+            record("r-admin", "admin@acme.test", "1000", agent="Codex", project="Atlas", tags=["infra", "eval"]),
+            record("r-manager", "manager@acme.test", "200", agent="Codex", session_id="s-manager", tags=["infra"]),
             record("r-member", "member@acme.test", "30", agent="Claude Code", session_id="s-member", project="Atlas"),
             record("r-member-in-web", "member@acme.test", "4", team="Web", agent="Claude Code"),
             record("r-web", "web@acme.test", "0.5", agent="QA bot", service_type="embedding"),
@@ -188,7 +188,7 @@ def test_by_agent_and_cost_breakdown_have_the_documented_fields_sorted_by_cost(u
         (None, "0.0000000007", 0),
     ]
     breakdown = get(client, "cost-breakdown").json()
-    assert set(breakdown) == {"total", *BREAKDOWN_LISTS}
+    assert set(breakdown) == {"total", *BREAKDOWN_LISTS, "by_tag", "by_tag_note"}
     assert breakdown["total"] == "1234.5680000007"
     for name in BREAKDOWN_LISTS:
         rows = breakdown[name]
@@ -209,6 +209,23 @@ def test_by_agent_and_cost_breakdown_have_the_documented_fields_sorted_by_cost(u
         "Web": "4.50",  # the member's made while in Web, and the Web member's own
     }
     assert {r["name"]: r["requests"] for r in breakdown["by_service_type"]} == {"text_generation": 7, "embedding": 1}
+
+
+def test_the_by_tag_breakdown_counts_a_record_under_each_tag_and_says_it_overlaps_the_total(usage, admin, manager):
+    breakdown = get(logged_in(admin), "cost-breakdown").json()
+    assert all(set(row) == BREAKDOWN_FIELDS for row in breakdown["by_tag"])
+    assert [(r["name"], r["cost"], r["requests"]) for r in breakdown["by_tag"]] == [
+        ("infra", "1200.00", 2),  # the admin's record and the manager's
+        ("eval", "1000.00", 1),  # the admin's again
+    ]
+    assert "more than the total" in breakdown["by_tag_note"]
+    assert sum(Decimal(r["cost"]) for r in breakdown["by_tag"]) > Decimal(breakdown["total"])
+    # Filtered on one tag, the record is under that tag alone; a manager sees only their teams' tags.
+    only = get(logged_in(admin), "cost-breakdown", tag="eval").json()
+    assert [(r["name"], r["cost"]) for r in only["by_tag"]] == [("eval", "1000.00")]
+    assert only["total"] == "1000.00"
+    managed = get(logged_in(manager), "cost-breakdown").json()
+    assert [(r["name"], r["cost"]) for r in managed["by_tag"]] == [("infra", "200.00")]
 
 
 # --- Who sees what -------------------------------------------------------------------------------
