@@ -85,8 +85,12 @@ if DATABASE_URL:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # The dashboards' queries take milliseconds; PostgreSQL's JIT spent 10-50 ms compiling
-        # each of the larger ones for nothing (bench/queries.py on 10M records).
-        DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
+        # each of the larger ones for nothing (bench/queries.py on 10M records). Raw reads count
+        # distinct conversations and sessions that the planner underestimates 10x: with the
+        # default 4MB work_mem, 30 days' distinct conversations (570,000) spilled a parallel hash
+        # aggregate to disk for minutes; with 64MB it takes 2 s.
+        work_mem = env_str("DB_WORK_MEM", "64MB")
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c jit=off -c work_mem={work_mem}"
 else:
     DATABASES = {
         "default": {

@@ -80,3 +80,17 @@ def test_a_bad_database_url_is_refused():
     result = manage("check", DATABASE_URL="not a url")
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr
+
+
+@pytest.mark.django_db
+def test_postgresql_connections_have_room_for_distinct_counts_and_no_jit():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL settings")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        (work_mem,) = cursor.fetchone()
+        cursor.execute("SHOW jit")
+        (jit,) = cursor.fetchone()
+    assert (work_mem, jit) == ("64MB", "off")
