@@ -454,9 +454,12 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str) -> UsageBreakdow
     trends: dict = defaultdict(lambda: [0] * n)
     for (bucket, value), sums in bucketed.sums.items():
         trends[value][bucket] += sums["requests"]
-        target = totals.setdefault(value, {name: Decimal(0) if name == "cost" else 0 for name in shown})
-        for name in target:
-            target[name] += sums[name]
+        target = totals.get(value)
+        if target is None:
+            totals[value] = dict(sums)
+        else:
+            for name in shown:
+                target[name] += sums[name]
     if by == "user":
         found = people(query.scope, totals)
         rows = [

@@ -27,7 +27,6 @@ from metering.models import (
     UsageDaily,
     UsageDailyBy,
     UsageDailyByTag,
-    UsageDailyNarrow,
     UsageHourly,
     UsageHourlyOrg,
     UsageRecord,
@@ -238,7 +237,6 @@ class RollupAdmin(IngestedAdmin):
 
 ROLLUPS = (
     UsageDaily,
-    UsageDailyNarrow,
     UsageDailyByTag,
     UsageDailyBy,
     UsageHourly,

@@ -52,7 +52,6 @@ from metering.models import (
     UsageDaily,
     UsageDailyBy,
     UsageDailyByTag,
-    UsageDailyNarrow,
     UsageHourly,
     UsageHourlyOrg,
     UsageMeasures,
@@ -288,11 +287,10 @@ USAGE_RAW = Table(UsageRecord, frozenset(DIMENSIONS) | {"session", "conversation
 USAGE_DAILY_BY = Table(UsageDailyBy, frozenset(), "day", by_user=False)  # one dimension at a time
 USAGE_HOURLY = Table(UsageHourly, frozenset({"user", "team", "service_type"}), "hour")
 USAGE_HOURLY_ORG = Table(UsageHourlyOrg, frozenset(), "hour", by_user=False)  # the whole org, unfiltered
-USAGE_DAY_TABLES = [  # smallest first
-    Table(UsageDailyNarrow, frozenset({"user", "team", "project", "agent", "model", "service_type"}), "day"),
-    Table(UsageDailyByTag, frozenset({"user", "team", "project", "agent", "model", "service_type", "tag"}), "day"),
-    Table(UsageDaily, frozenset(DIMENSIONS) - {"tag"}, "day"),
-]
+USAGE_DAILY = Table(UsageDaily, frozenset(DIMENSIONS) - {"tag"}, "day")
+USAGE_DAILY_BY_TAG = Table(
+    UsageDailyByTag, frozenset({"user", "team", "project", "agent", "model", "service_type", "tag"}), "day"
+)
 ACTIVITY_DIMS = frozenset({"team", "user", "project", "repository", "agent", "tag"})
 ACTIVITY_BY_DIMS = frozenset(ACTIVITY_BY)
 
@@ -305,9 +303,12 @@ def _tag_overlap_ok(query: Query, by: tuple[str, ...]) -> bool:
 
 
 def _day_table(query: Query, by: tuple[str, ...], needs: frozenset[str]) -> Table | None:
-    for table in USAGE_DAY_TABLES:
-        if needs <= table.dims and ("tag" not in needs or _tag_overlap_ok(query, by)):
-            return table
+    """UsageDaily, or UsageDailyByTag for a question about tags (there a record is under each of
+    its tags, which is right only as _tag_overlap_ok says); None when neither covers `needs`."""
+    if "tag" not in needs:
+        return USAGE_DAILY if needs <= USAGE_DAILY.dims else None
+    if needs <= USAGE_DAILY_BY_TAG.dims and _tag_overlap_ok(query, by):
+        return USAGE_DAILY_BY_TAG
     return None
 
 
@@ -385,10 +386,24 @@ class Rows:
     def add(self, key: tuple, values: Mapping[str, object]) -> None:
         target = self.sums.get(key)
         if target is None:
-            self.sums[key] = {name: values[name] or 0 for name in values}
-            return
-        for name, value in values.items():
-            target[name] += value or 0
+            self.sums[key] = dict(values)
+        else:
+            for name, value in values.items():
+                target[name] += value
+
+    def add_all(self, records: Iterable[tuple], *, groups: int, measures: tuple[str, ...], bucket_of=None):
+        """Add up database rows (*group values, *measures), the first group value a bucket's
+        when `bucket_of` maps it. The loop runs once per row (26,000 for 30 days of per-person
+        sparklines), so it does as little as it can."""
+        sums, first = self.sums, 1 if bucket_of else 0
+        for values in records:
+            key = (bucket_of(values[0]) if bucket_of else None, *values[first:groups])
+            target = sums.get(key)
+            if target is None:
+                sums[key] = {name: value or 0 for name, value in zip(measures, values[groups:], strict=True)}
+            else:
+                for name, value in zip(measures, values[groups:], strict=True):
+                    target[name] += value or 0
 
 
 def usage_sums(
@@ -492,10 +507,7 @@ def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by
         tags = query.filters.get("tag")
         queryset = queryset.filter(tags__in=tags) if tags is not None else queryset.filter(tags__isnull=False)
     bucket_of = _bucket_lookup(buckets, query.org, column) if buckets is not None else None
-    n, first = len(groups), 1 if buckets is not None else 0
-    for values in _grouped(queryset, groups, aggregates):
-        key = (bucket_of(values[0]) if bucket_of else None, *values[first:n])
-        rows.add(key, dict(zip(measures, values[n:], strict=True)))
+    rows.add_all(_grouped(queryset, groups, aggregates), groups=len(groups), measures=measures, bucket_of=bucket_of)
 
 
 def _rollup_sum(measure: str):
@@ -512,7 +524,11 @@ def _grouped(queryset: QuerySet, groups: list[str], aggregates: dict) -> Iterabl
     if not groups:
         row = queryset.aggregate(r_rows=Count("pk"), **aggregates)
         return [tuple(row[name] for name in aggregates)] if row["r_rows"] else []
-    rows = queryset.values(*groups).annotate(**aggregates).order_by().values_list(*groups, *aggregates)
+    return _fetched(queryset.values(*groups).annotate(**aggregates).order_by().values_list(*groups, *aggregates))
+
+
+def _fetched(rows: QuerySet) -> Iterable[tuple]:
+    """A values_list's rows; on PostgreSQL as psycopg returns them (see _grouped)."""
     if connection.vendor != "postgresql":
         return rows
     with connection.cursor() as cursor:
@@ -526,15 +542,17 @@ def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets, measur
     values = query.filters.get(name)
     if values is not None:
         queryset = queryset.filter(value__in=[str(v) for v in values])
-    groups = ["value"] if by else []
+    if by and name != "service_type":  # ids, as numbers straight from the database
+        queryset = queryset.annotate(r_value=Cast("value", BigIntegerField()))
+    groups = ["r_value" if name != "service_type" else "value"] if by else []
     if buckets is not None:
         groups = ["day", *groups]
-    aggregates = {f"r_{m}": _rollup_sum(m) for m in measures}
     bucket_of = _bucket_lookup(buckets, query.org, "day") if buckets is not None else None
-    n = len(groups)
-    for values in _grouped(queryset, groups, aggregates):
-        key = (bucket_of(values[0]) if bucket_of else None,) + ((_typed(name, values[n - 1]),) if by else ())
-        rows.add(key, dict(zip(measures, values[n:], strict=True)))
+    if by and buckets is not None:  # one row per (day, value) already: read them as they are
+        records = _fetched(queryset.values_list(*groups, *measures).order_by())
+    else:
+        records = _grouped(queryset, groups, {f"r_{m}": _rollup_sum(m) for m in measures})
+    rows.add_all(records, groups=len(groups), measures=measures, bucket_of=bucket_of)
 
 
 def _typed(dimension: str, value: str | None):
@@ -785,13 +803,14 @@ def _ratio(numerator, denominator, places: int = 3):
 def _usage_profile(query: Query, parts: Plan) -> tuple[dict, set, set, set]:
     """Usage totals, the users active (a usage record or an activity event), and the models and
     projects used. Org-wide, reads of the one-dimension rollups beat one read grouped by all
-    three at the narrow grain."""
-    if _whole_org(query):
-        seen = [{key[1] for key in usage_sums(query, by=(d,)).sums} for d in ("model", "project")]
-        return _total(usage_sums(query)), _whole_org_users(query, parts), *seen
+    three at the daily grain."""
     if query.scope.sees_whole_org and len(query.filters.dims) <= 1:
-        seen = [{key[1] for key in usage_sums(query, by=(d,)).sums} for d in ("user", "model", "project")]
-        return _total(usage_sums(query)), seen[0] | activity_users(query, parts), *seen[1:]
+        by = breakdowns(query, ("model", "project") if _whole_org(query) else ("model", "project", "user"))
+        models, projects = ({key[1] for key in by[d].sums} for d in ("model", "project"))
+        if _whole_org(query):
+            return _total(by["model"]), _whole_org_users(query, parts), models, projects
+        users = {key[1] for key in by["user"].sums} | activity_users(query, parts)
+        return _total(by["model"]), users, models, projects
     rows = usage_sums(query, by=("user", "model", "project"))
     users, models, projects = (
         (set(values) for values in zip(*(key[1:] for key in rows.sums), strict=True))
@@ -843,6 +862,7 @@ def summary(query: Query) -> dict:
 
 
 METRICS = ("cost", "tokens", "requests", "sessions")
+TOKENS = ("input_tokens", "output_tokens")
 
 
 def timeseries(query: Query, *, metric: str, interval: str | None = None) -> dict:
@@ -927,9 +947,42 @@ def dimension_names(dimension: str, ids: Iterable, org) -> dict:
     return dict(model[dimension].objects.filter(pk__in=ids).values_list("pk", "name"))
 
 
+def breakdowns(query: Query, dimensions: Iterable[str], measures: tuple[str, ...] = MEASURES) -> dict[str, Rows]:
+    """usage_sums(query, by=(d,), measures=measures) for each dimension d, reading each part of
+    the range once for all of them where it can: a record has one value of each dimension, so
+    rows grouped by all of them add up to each one's. (Not tags: a record has several.)"""
+    dimensions = tuple(dimensions)
+    together = tuple(d for d in dimensions if d != "tag")
+    out = {d: Rows() for d in dimensions}
+    if "tag" in dimensions:
+        out["tag"] = usage_sums(query, by=("tag",), measures=measures)
+    if not together or query.filters.select_nothing:
+        return out
+    if all(_by_dimension_ok(query, query.filters.dims | {d}, (d,)) for d in together):
+        # The whole org, unfiltered but for at most one of these: the one-dimension rollup per
+        # dimension for whole days, and one read of the raw rows for the rest of the range.
+        parts = plan(query.org, query.start, query.end)
+        for d in together:
+            if parts.days:
+                _sum_by_dimension(out[d], query, parts.days, query.filters.dims | {d}, (d,), None, measures)
+        if not parts.raw:
+            return out
+        combined = Rows()
+        _sum_table(combined, query, USAGE_RAW, _time_q(parts.raw), "timestamp", together, None, measures)
+    else:
+        combined = usage_sums(query, by=together, measures=measures)
+    for key, sums in combined.sums.items():
+        for i, d in enumerate(together, start=1):
+            out[d].add((None, key[i]), sums)
+    return out
+
+
 def breakdown(query: Query, dimension: str) -> list[dict]:
     """{"name", "cost", "requests", "total_tokens"} per value of one dimension, by cost."""
-    rows = usage_sums(query, by=(dimension,))
+    return _breakdown_rows(query, dimension, usage_sums(query, by=(dimension,)))
+
+
+def _breakdown_rows(query: Query, dimension: str, rows: Rows) -> list[dict]:
     names = dimension_names(dimension, (key[1] for key in rows.sums), query.org)
     out = [
         {
@@ -954,7 +1007,8 @@ BY_TAG_NOTE = (
 
 def cost_breakdown(query: Query) -> dict:
     """DESIGN section 8, plus `by_tag`: unlike the other lists it overlaps the total (BY_TAG_NOTE)."""
-    lists = {f"by_{d}": breakdown(query, d) for d in ("model", "project", "user", "team", "service_type", "tag")}
+    sums = breakdowns(query, ("model", "project", "user", "team", "service_type", "tag"), ("cost", "requests", *TOKENS))
+    lists = {f"by_{d}": _breakdown_rows(query, d, rows) for d, rows in sums.items()}
     total = sum((Decimal(r["cost"]) for r in lists["by_model"]), Decimal(0))
     return {"total": format_money(total), **lists, "by_tag_note": BY_TAG_NOTE}
 

@@ -21,7 +21,6 @@ from metering.models import (
     SessionDaily,
     UsageDaily,
     UsageDailyByTag,
-    UsageDailyNarrow,
     UsageRecord,
 )
 from metering.rollups import dirty_days_rebuild, mark_days_dirty, rollup_day_rebuild
@@ -124,8 +123,7 @@ def test_ingestion_marks_days_and_the_dirty_rebuild_makes_rollups_equal_raw(inge
     expected = raw_usage_by_local_day(org)
     assert set(expected) == {date(2026, 10, 24), date(2026, 10, 25), date(2026, 10, 26)}
     assert expected[date(2026, 10, 25)]["requests"] == 2  # the 25-hour day keeps its last hour
-    for table in (UsageDaily, UsageDailyNarrow):
-        assert rollup_usage_by_day(table, org) == expected
+    assert rollup_usage_by_day(UsageDaily, org) == expected
 
 
 def test_a_record_with_two_tags_counts_under_each(ingested, org):

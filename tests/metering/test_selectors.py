@@ -1002,3 +1002,31 @@ def test_a_filter_on_a_dimension_events_lack_selects_no_events(org, admin):
         1,
         "0.25",
     )
+
+
+@pytest.mark.parametrize("role", ["admin", "manager", "member"])
+def test_a_record_with_two_tags_counts_once_in_every_total_of_a_rolled_up_day(org, admin, manager, member, role):
+    """The by-tag rollup has a row per tag: it may answer questions about tags only."""
+    ingest_batch(
+        org=org,
+        usage=[
+            {
+                "request_id": "r-1",
+                "timestamp": "2026-11-19T10:00:00+01:00",
+                "user": "member@acme.test",
+                "model": "gpt-5",
+                "cost": "0.25",
+                "tags": ["ci", "prod"],
+            }
+        ],
+    )
+    dirty_days_rebuild()
+    viewer = {"admin": admin, "manager": manager, "member": member}[role]
+    scope = scope_for_membership(Membership.objects.get(user=viewer, org=org))
+    query = selectors.Query(scope, local("Europe/Berlin", 2026, 11, 19), local("Europe/Berlin", 2026, 11, 20))
+    assert selectors.plan(org, query.start, query.end).days == [date(2026, 11, 19)]  # read from rollups
+    summary = selectors.summary(query)
+    assert (summary["requests"], summary["cost"]) == (1, "0.25")
+    breakdown = selectors.cost_breakdown(query)
+    assert [(r["name"], r["requests"]) for r in breakdown["by_user"]] == [("member@acme.test", 1)]
+    assert sorted((r["name"], r["requests"]) for r in breakdown["by_tag"]) == [("ci", 1), ("prod", 1)]
