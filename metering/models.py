@@ -357,11 +357,13 @@ class DirtyDay(models.Model):
 # They come in several grains: the query layer reads the smallest one whose
 # dimensions cover a query's filters and group-by.
 #
-# Tables with a user are indexed by (org, day, user), one index for both kinds of reader: an
-# org's days are a prefix of it, and a person's days (day IN (...) AND user = X) one descent per
-# day. Rebuilds write each day's rows person by person (metering.rollups), so those are a few
-# pages. Every index is paid for by every rebuild: on the benchmark's busiest day, each costs
-# ~2 us a row, and a rebuild writes ~130,000 rows.
+# Tables with a user are indexed by (org, day, user): an org's days are a prefix of it, and a
+# person's days (day IN (...) AND user = X) one descent per day. Rebuilds write each day's rows
+# person by person (metering.rollups), so those are a few pages. The tables a manager's pages
+# read are also indexed by (org, day, team): a manager's scope (their teams' rows or their own)
+# is then two index scans OR-ed, where it was every row of the org's days (bench/pages.py on
+# 10M records: a manager's Usage page 1.5 s). Every index is paid for by every rebuild: ~2 us a
+# row, and the benchmark's busiest day writes ~130,000 rows.
 
 
 # Rollup rows are derived from raw rows that already passed their foreign-key checks, so the
@@ -422,7 +424,10 @@ class UsageDaily(UsageMeasures):
     service_type = models.CharField(max_length=20)
 
     class Meta:
-        indexes = [models.Index(fields=["org", "day", "user"], name="usagedaily_org_day_user")]
+        indexes = [
+            models.Index(fields=["org", "day", "user"], name="usagedaily_org_day_user"),
+            models.Index(fields=["org", "day", "team"], name="usagedaily_org_day_team"),
+        ]
 
 
 class UsageDailyByTag(UsageMeasures):
@@ -442,15 +447,18 @@ class UsageDailyByTag(UsageMeasures):
 
 
 class UsageDailyBy(UsageMeasures):
-    """Usage by one dimension at a time (`dimension` names it, `value` is its id or value).
+    """Usage by one dimension at a time (`dimension` names it, `value` is its id or value), and
+    by the pairs of dimensions the pages group by ("agent,project": `value` the first's, `other`
+    the second's).
 
-    Org-wide questions about one dimension (cost by team, KPI totals, who was
-    active) read a few hundred rows a day here instead of UsageDaily's
+    Org-wide questions about one dimension or pair (cost by team, KPI totals, who was active,
+    an agent's main project) read a few hundred rows a day here instead of UsageDaily's
     thousands. Built from UsageDaily and UsageDailyByTag, so tags overlap here too.
     """
 
-    dimension = models.CharField(max_length=20)
+    dimension = models.CharField(max_length=40)
     value = models.CharField(max_length=200, null=True)
+    other = models.CharField(max_length=200, null=True)
 
     class Meta:
         indexes = [models.Index(fields=["org", "dimension", "day"], name="usagedailyby_org_dim_day")]
@@ -470,7 +478,10 @@ class UsageHourly(UsageMeasures):
 
     class Meta:
         # By day first: a rebuild deletes a day's rows; reads ask for hours of clean days.
-        indexes = [models.Index(fields=["org", "day", "user", "hour"], name="usagehourly_org_day_user_hour")]
+        indexes = [
+            models.Index(fields=["org", "day", "user", "hour"], name="usagehourly_org_day_user_hour"),
+            models.Index(fields=["org", "day", "team", "hour"], name="usagehourly_org_day_team_hour"),
+        ]
 
 
 class UsageHourlyOrg(UsageMeasures):
@@ -481,6 +492,20 @@ class UsageHourlyOrg(UsageMeasures):
 
     class Meta:
         indexes = [models.Index(fields=["org", "day", "hour"], name="usagehourlyorg_org_day_hour")]
+
+
+class ActivityHourlyOrg(Rollup):
+    """The org's activity per UTC hour and kind, with no dimension: an admin's threads and
+    messages per 6 hours over 30 days are ~700 rows here instead of ~1,000,000 events
+    (bench/pages.py). `day` as in UsageHourly."""
+
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=20)
+    events = models.BigIntegerField()
+    quantity = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "day", "hour"], name="activityhourlyorg_org_day_hour")]
 
 
 class ConversationDaily(Rollup):
@@ -497,6 +522,7 @@ class ConversationDaily(Rollup):
     class Meta:
         indexes = [
             models.Index(fields=["org", "day", "user"], name="conversationdaily_org_day_user"),
+            models.Index(fields=["org", "day", "team"], name="conversationdaily_org_day_team"),
             # A conversation's days: its previous day when a day is rebuilt (ConversationDayCount),
             # and whether a raw edge's conversation was already counted on a rolled-up day.
             models.Index(fields=["org", "conversation_id", "day"], name="conversationdaily_org_conv_day"),
@@ -505,7 +531,8 @@ class ConversationDaily(Rollup):
 
 class ConversationDayCount(Rollup):
     """How many conversations active on `day` were last active before on `prev_day` (None: never):
-    the org's (user None) and each user's own (a conversation's days as that user's).
+    the org's (`grain` "org"), each user's own (a conversation's days as that user's) and each
+    agent's (as that agent's, `agent` None for conversations without one).
 
     Over a run of whole days D1..Dn, the conversations with prev_day None or before D1 are the
     run's distinct conversations, each counted once, on its first day in the run: an org's
@@ -514,7 +541,9 @@ class ConversationDayCount(Rollup):
     which marks a later day dirty when a rebuild gives one of its conversations a new previous day.
     """
 
+    grain = models.CharField(max_length=5, choices=[("org", "org"), ("user", "user"), ("agent", "agent")])
     user = rollup_dimension(User)
+    agent = rollup_dimension(Agent)
     prev_day = models.DateField(null=True)
     conversations = models.BigIntegerField()
 
@@ -538,7 +567,10 @@ class ActivityDaily(Rollup):
     lines_removed = models.BigIntegerField()
 
     class Meta:
-        indexes = [models.Index(fields=["org", "day", "user"], name="activitydaily_org_day_user")]
+        indexes = [
+            models.Index(fields=["org", "day", "user"], name="activitydaily_org_day_user"),
+            models.Index(fields=["org", "day", "team"], name="activitydaily_org_day_team"),
+        ]
 
 
 class ActivityDailyBy(Rollup):
@@ -592,4 +624,7 @@ class SessionDaily(Rollup):
     agent = rollup_dimension(Agent)
 
     class Meta:
-        indexes = [models.Index(fields=["org", "day", "user"], name="sessiondaily_org_day_user")]
+        indexes = [
+            models.Index(fields=["org", "day", "user"], name="sessiondaily_org_day_user"),
+            models.Index(fields=["org", "day", "team"], name="sessiondaily_org_day_team"),
+        ]

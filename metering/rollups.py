@@ -22,6 +22,7 @@ from metering.models import (
     ActivityDaily,
     ActivityDailyBy,
     ActivityEvent,
+    ActivityHourlyOrg,
     ConversationDaily,
     ConversationDayCount,
     DirtyDay,
@@ -131,6 +132,12 @@ def _by_tag(org, day, start, end):
     return window.values(*dims).annotate(**USAGE_MEASURES).order_by()
 
 
+def _activity_hourly_org(org, day, start, end):
+    window = ActivityEvent.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end)
+    hours = window.annotate(r_hour=TruncHour("timestamp", tzinfo=UTC))
+    return hours.values("r_hour", "kind").annotate(r_events=Count("id"), r_quantity=Sum("quantity")).order_by()
+
+
 def _hourly_org(org, day, start, end):
     # From the day's hourly rows, built just before (ROLLUPS order).
     sums = {f"r_{name}": Sum(name) for name in UsageHourly.measure_names()}
@@ -155,6 +162,7 @@ ROLLUPS = [
                where="conversation_id <> ''"),
     ),
     Rollup(ActivityDaily, Staged(ACTIVITY_STAGE, ACTIVITY_KEYS, ACTIVITY_MEASURES)),
+    Rollup(ActivityHourlyOrg, _activity_hourly_org),
     Rollup(SessionDaily, Staged(f"({_SESSION_ROWS}) sessions", _SESSION_KEYS)),
 ]  # fmt: skip
 
@@ -195,21 +203,24 @@ def _insert_from(rollup: Rollup, org: Organization, day: date, start: datetime, 
 def _insert_conversation_counts(org: Organization, day: date) -> None:
     """ConversationDayCount of the day: each of its conversations with the latest earlier day it
     was active on (from the rows earlier rebuilds wrote; one index probe each), counted by that
-    day; once for the org (user NULL), once per user over that user's rows."""
+    day; once for the org, once per user over that user's rows, once per agent over its rows."""
     quote = connection.ops.quote_name
     daily = quote(ConversationDaily._meta.db_table)
     day_value = connection.ops.adapt_datefield_value(day)
     with connection.cursor() as cursor:
-        for user, same_user in (("CAST(NULL AS BIGINT)", ""), ("c.user_id", " AND p.user_id = c.user_id")):
+        for grain in ("org", "user", "agent"):
+            key = f"c.{grain}_id" if grain != "org" else "CAST(NULL AS BIGINT)"
+            # NULL agents are their own group ("no agent"): IS NOT DISTINCT FROM matches them.
+            same = f" AND p.{grain}_id IS NOT DISTINCT FROM c.{grain}_id" if grain != "org" else ""
             cursor.execute(
                 f"INSERT INTO {quote(ConversationDayCount._meta.db_table)} "
-                f"(org_id, day, user_id, prev_day, conversations) "
-                f"SELECT %s, %s, user_id, prev_day, COUNT(*) FROM (SELECT {user} AS user_id, "
+                f"(org_id, day, grain, {'user_id' if grain == 'user' else 'agent_id'}, prev_day, conversations) "
+                f"SELECT %s, %s, %s, key_id, prev_day, COUNT(*) FROM (SELECT {key} AS key_id, "
                 f"(SELECT MAX(p.day) FROM {daily} p WHERE p.org_id = %s AND p.conversation_id = c.conversation_id"
-                f"{same_user} AND p.day < %s) AS prev_day FROM (SELECT DISTINCT conversation_id"
-                f"{', user_id' if same_user else ''} FROM {daily} WHERE org_id = %s AND day = %s) c) x "
-                f"GROUP BY user_id, prev_day",
-                [org.pk, day_value, org.pk, day_value, org.pk, day_value],
+                f"{same} AND p.day < %s) AS prev_day FROM (SELECT DISTINCT conversation_id"
+                f"{f', {grain}_id' if grain != 'org' else ''} FROM {daily} WHERE org_id = %s AND day = %s) c) x "
+                f"GROUP BY key_id, prev_day",
+                [org.pk, day_value, grain, org.pk, day_value, org.pk, day_value],
             )
 
 
@@ -234,12 +245,15 @@ def _resources(org: Organization, day: date, start: datetime, end: datetime) -> 
     ]  # fmt: skip
 
 
-# The one-dimension-at-a-time rollups: for each dimension, the rollup it is summed from (the
-# day's rows, already aggregated). Tags overlap in UsageDailyBy, as in UsageDailyByTag.
+# The one-dimension-at-a-time rollups: for each dimension (or pair, "a,b"), the rollup it is
+# summed from (the day's rows, already aggregated). Tags overlap in UsageDailyBy, as in
+# UsageDailyByTag. The pairs are those the pages group the whole org by (metering.selectors.PAIRS).
 USAGE_BY = {
     **{name: UsageDaily for name in ("user", "team", "project", "repository", "agent", "model", "api_key")},
     "service_type": UsageDaily,
     "tag": UsageDailyByTag,
+    "agent,project": UsageDaily,
+    "project,service_type": UsageDaily,
 }
 ACTIVITY_BY = {name: ActivityDaily for name in ("user", "team", "project", "repository", "agent")}
 
@@ -256,18 +270,20 @@ def _insert_by_dimension(org: Organization, day: date, target, sources: dict, me
         f"{name} AS MATERIALIZED (SELECT * FROM {quote(source._meta.db_table)} WHERE org_id = %s AND day = %s)"
         for source, name in tables.items()
     )
+    pairs = any("," in name for name in sources)
     selects = []
     for name, source in sources.items():
-        column = quote(source._meta.get_field(name).column)
+        parts = [quote(source._meta.get_field(part).column) for part in name.split(",")]
+        other = (f", CAST({parts[1]} AS TEXT)" if len(parts) > 1 else ", NULL") if pairs else ""
         selects.append(
-            f"SELECT %s, %s, '{name}', CAST({column} AS TEXT), {keys_sql}{sums} "
-            f"FROM {tables[source]} GROUP BY {keys_sql}{column}"
+            f"SELECT %s, %s, '{name}', CAST({parts[0]} AS TEXT){other}, {keys_sql}{sums} "
+            f"FROM {tables[source]} GROUP BY {keys_sql}{', '.join(parts)}"
         )
     day_value = connection.ops.adapt_datefield_value(day)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH {ctes} INSERT INTO {quote(target._meta.db_table)} (org_id, day, dimension, value, {columns}) "
-            + " UNION ALL ".join(selects),
+            f"WITH {ctes} INSERT INTO {quote(target._meta.db_table)} "
+            f"(org_id, day, dimension, value{', other' if pairs else ''}, {columns}) " + " UNION ALL ".join(selects),
             [org.pk, day_value] * len(tables) + [org.pk, day_value] * len(selects),
         )
 
@@ -288,21 +304,33 @@ def _insert_active_users(org: Organization, day: date) -> None:
         )
 
 
-def _conversations_of(org: Organization, day: date) -> int:
-    counts = ConversationDayCount.objects.filter(org=org, day=day, user=None)
-    return counts.aggregate(n=Sum("conversations"))["n"] or 0
+def _conversation_rows_of(org: Organization, day: date) -> int:
+    return ConversationDaily.objects.filter(org=org, day=day).count()
 
 
 def _mark_next_conversation_days(org: Organization, day: date) -> None:
-    """Late records gave `day` conversations it lacked: the next day each of its conversations is
-    active on may now have `day` as its previous day. Mark those days dirty (read raw until
-    rebuilt). Some had it already; rebuilding them changes nothing, and late data is rare."""
+    """Late records gave `day` conversations it lacked (or users or agents of them): the next day
+    each of its conversations is active on, overall, for the same user and for the same agent,
+    may now have `day` as its previous day. Mark those days dirty (read raw until rebuilt). Some
+    had it already; rebuilding them changes nothing, and late data is rare."""
     if not ConversationDaily.objects.filter(org=org, day__gt=day).exists():
         return
-    todays = ConversationDaily.objects.filter(org=org, day=day).values("conversation_id")
-    following = ConversationDaily.objects.filter(org=org, conversation_id=OuterRef("conversation_id"), day__gt=day)
-    next_days = todays.annotate(next_day=Subquery(following.order_by("day").values("day")[:1]))
-    mark_days_dirty(org, {row["next_day"] for row in next_days.distinct() if row["next_day"]})
+    todays = ConversationDaily.objects.filter(org=org, day=day)
+    later = ConversationDaily.objects.filter(org=org, conversation_id=OuterRef("conversation_id"), day__gt=day)
+
+    def first(rows):
+        return Subquery(rows.order_by("day").values("day")[:1])
+
+    next_days = todays.annotate(
+        overall=first(later),
+        same_user=first(later.filter(user=OuterRef("user"))),
+        same_agent=first(later.filter(agent=OuterRef("agent"))),
+        no_agent=first(later.filter(agent__isnull=True)),
+    ).values_list("agent", "overall", "same_user", "same_agent", "no_agent")
+    days = set()
+    for agent, overall, same_user, same_agent, no_agent in next_days:
+        days |= {overall, same_user, same_agent if agent is not None else no_agent} - {None}
+    mark_days_dirty(org, days)
 
 
 def rollup_day_rebuild(*, org: Organization, day: date) -> None:
@@ -321,7 +349,7 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
                     "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off; "
                     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
                 )
-        conversations_before = _conversations_of(org, day)
+        conversation_rows_before = _conversation_rows_of(org, day)
         _stage(org, start, end)
         for rollup in ROLLUPS:
             rollup.table.objects.filter(org=org, day=day).delete()
@@ -340,9 +368,9 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
         _insert_active_users(org, day)
         ResourceDaily.objects.filter(org=org, day=day).delete()
         ResourceDaily.objects.bulk_create(_resources(org, day, start, end))
-        # Records are never removed, so a day's conversations only ever grow: the same count
-        # means the same conversations, and no later day's previous day changed.
-        if _conversations_of(org, day) != conversations_before:
+        # Records are never removed, so a day's conversation rows only ever grow: the same count
+        # means the same rows, and no later day's previous day changed.
+        if _conversation_rows_of(org, day) != conversation_rows_before:
             _mark_next_conversation_days(org, day)
 
 

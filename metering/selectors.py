@@ -38,6 +38,7 @@ from metering.models import (
     ActivityDaily,
     ActivityDailyBy,
     ActivityEvent,
+    ActivityHourlyOrg,
     ActivityKind,
     Agent,
     ConversationDaily,
@@ -313,9 +314,18 @@ def _day_table(query: Query, by: tuple[str, ...], needs: frozenset[str]) -> Tabl
     return None
 
 
+# Pairs of dimensions UsageDailyBy also keeps (metering.rollups.USAGE_BY), as stored: the
+# Analytics page's top agents (each agent's main project) and service-type cards (cost by project).
+PAIRS = {frozenset(pair): pair for pair in (("agent", "project"), ("project", "service_type"))}
+
+
 def _by_dimension_ok(query: Query, needs: frozenset[str], by: tuple[str, ...]) -> bool:
-    if not query.scope.sees_whole_org or len(needs) > 1:
+    """Whether UsageDailyBy answers: the whole org, about one dimension (filtered on it or not),
+    or grouped by one of the PAIRS with no filter."""
+    if not query.scope.sees_whole_org:
         return False
+    if len(needs) > 1:
+        return needs in PAIRS and not query.filters.selected
     return "tag" not in needs or _tag_overlap_ok(query, by)
 
 
@@ -550,14 +560,16 @@ def _fetched(rows: QuerySet) -> Iterable[tuple]:
 
 
 def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets, measures) -> None:
-    (name,) = needs or {"service_type"}  # KPI totals: the smallest dimension adds up to them
-    queryset = UsageDailyBy.objects.filter(org=query.org, dimension=name, day__in=days)
-    values = query.filters.get(name)
+    stored = PAIRS.get(needs) or tuple(needs) or ("service_type",)  # totals: service types are few
+    queryset = UsageDailyBy.objects.filter(org=query.org, dimension=",".join(stored), day__in=days)
+    values = query.filters.get(stored[0])
     if values is not None:
         queryset = queryset.filter(value__in=[str(v) for v in values])
-    if by and name != "service_type":  # ids, as numbers straight from the database
-        queryset = queryset.annotate(r_value=Cast("value", BigIntegerField()))
-    groups = ["r_value" if name != "service_type" else "value"] if by else []
+    columns = dict(zip(stored, ("value", "other"), strict=False))
+    for name, column in columns.items():
+        if name != "service_type":  # ids, as numbers straight from the database
+            queryset = queryset.annotate(**{f"r_{column}": Cast(column, BigIntegerField())})
+    groups = [columns[d] if d == "service_type" else f"r_{columns[d]}" for d in by]
     if buckets is not None:
         groups = ["day", *groups]
     bucket_of = _bucket_lookup(buckets, query.org, "day") if buckets is not None else None
@@ -687,9 +699,8 @@ def _whole_org_session_stats(query: Query, parts: Plan, by_agent: bool) -> dict:
 def conversation_count(query: Query, parts: Plan) -> int:
     if query.filters.select_nothing:
         return 0
-    days = parts.days
     one_user = _one_user(query)
-    if (_whole_org(query) or one_user) and days and (days[-1] - days[0]).days + 1 == len(days):
+    if (_whole_org(query) or one_user) and _run_of_days(parts):
         return _counted_conversations(query, parts, one_user)
     table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
     days, raw = _split(query, parts, table)
@@ -723,8 +734,8 @@ def _counted_conversations(query: Query, parts: Plan, user: int | None) -> int:
     first day in the run), of the org or of one user, plus those of the raw edges not active on
     any of those days."""
     first, last = parts.days[0], parts.days[-1]
-    counts = ConversationDayCount.objects.filter(org=query.org, user=user, day__gte=first, day__lte=last)
-    count = counts.filter(Q(prev_day__isnull=True) | Q(prev_day__lt=first)).aggregate(n=Sum("conversations"))["n"]
+    counts = _first_in_run(query, parts, grain="user" if user is not None else "org").filter(user=user)
+    count = counts.aggregate(n=Sum("conversations"))["n"]
     if not parts.raw:
         return count or 0
     mine = Q(user=user) if user is not None else Q()
@@ -733,6 +744,45 @@ def _counted_conversations(query: Query, parts: Plan, user: int | None) -> int:
     )
     edges = _column(UsageRecord.objects.filter(mine, _time_q(parts.raw), org=query.org), "conversation_id")
     return (count or 0) + edges.filter(~Exists(rolled_up)).count()
+
+
+def _first_in_run(query: Query, parts: Plan, *, grain: str) -> QuerySet:
+    """The ConversationDayCount rows of `grain` counting conversations on their first day in the
+    run of whole days parts.days."""
+    first, last = parts.days[0], parts.days[-1]
+    counts = ConversationDayCount.objects.filter(org=query.org, grain=grain, day__gte=first, day__lte=last)
+    return counts.filter(Q(prev_day__isnull=True) | Q(prev_day__lt=first))
+
+
+def _run_of_days(parts: Plan) -> bool:
+    return bool(parts.days) and (parts.days[-1] - parts.days[0]).days + 1 == len(parts.days)
+
+
+def _conversations_per_agent(query: Query, parts: Plan) -> dict:
+    """conversation_counts(query, "agent") of the whole org over a run of whole clean days (and
+    raw edges): each agent's from ConversationDayCount, plus the conversations of the edges not
+    active with that agent on any of those days. On the benchmark's 10M records, 30 days: 1.7 s
+    for the distinct (agent, conversation) pairs, a few ms this way."""
+    result = {
+        row["agent"]: row["n"]
+        for row in _first_in_run(query, parts, grain="agent")
+        .values("agent")
+        .annotate(n=Sum("conversations"))
+        .order_by()
+    }
+    if parts.raw:
+        first, last = parts.days[0], parts.days[-1]
+        rolled = ConversationDaily.objects.filter(
+            org=query.org, day__gte=first, day__lte=last, conversation_id=OuterRef("conversation_id")
+        )
+        edges = UsageRecord.objects.filter(_time_q(parts.raw), org=query.org).exclude(conversation_id="")
+        new = edges.filter(
+            Q(agent__isnull=False) & ~Exists(rolled.filter(agent=OuterRef("agent")))
+            | Q(agent__isnull=True) & ~Exists(rolled.filter(agent__isnull=True))
+        )
+        for agent, _ in new.values_list("agent", "conversation_id").order_by().distinct():
+            result[agent] = result.get(agent, 0) + 1
+    return {agent: n for agent, n in result.items() if n}
 
 
 def _activity_parts(query: Query, parts: Plan, by: tuple[str, ...] = ()):
@@ -1203,8 +1253,11 @@ def conversation_counts(query: Query, dimension: str) -> dict:
         raise ValueError(f"Conversations are not counted by {dimension}")
     if query.filters.select_nothing:
         return {}
+    parts = plan(query.org, query.start, query.end)
+    if dimension == "agent" and _whole_org(query) and _run_of_days(parts):
+        return _conversations_per_agent(query, parts)
     table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
-    days, raw = _split(query, plan(query.org, query.start, query.end), table)
+    days, raw = _split(query, parts, table)
     pairs = []
     if days:
         qs = _restrict(ConversationDaily.objects.filter(day__in=days), query, table, USAGE_RAW.dims)
@@ -1259,9 +1312,22 @@ def activity_series(query: Query, buckets: Buckets, *, kinds: Iterable[str] = ()
     result: dict[tuple, dict[str, int]] = defaultdict(lambda: {"events": 0, "quantity": 0})
     if query.filters.select_nothing:
         return result
-    daily = buckets.interval in ("day", "week")
-    parts = plan(query.org, query.start, query.end) if daily else Plan(raw=[(query.start, query.end)])
     kinds = list(kinds)
+    if buckets.interval in ("day", "week"):
+        parts = plan(query.org, query.start, query.end)
+    elif _whole_org(query) and buckets.whole_utc_hours:  # whole hours from ActivityHourlyOrg
+        parts = _days_as_hours(query.org, plan(query.org, query.start, query.end, hours=True))
+        hours = Q(pk__in=[])
+        for day, a, b in parts.hours:
+            hours |= Q(day=day, hour__gte=a, hour__lt=b)
+        rows = ActivityHourlyOrg.objects.filter(hours, org=query.org, **({"kind__in": kinds} if kinds else {}))
+        for hour, kind, events, quantity in rows.values_list("hour", "kind", "events", "quantity"):
+            target = result[(buckets.index(hour), kind)]
+            target["events"] += events
+            target["quantity"] += quantity
+        parts = Plan(raw=parts.raw)
+    else:
+        parts = Plan(raw=[(query.start, query.end)])
     seconds = buckets.raw_slot_seconds
     for grain, queryset in _activity_parts(query, parts):
         if kinds:

@@ -751,6 +751,46 @@ def check_series(world: World, query, asked: Asked, interval: str, metric: str, 
         assert sum(values) == total["requests"]
 
 
+@settings(PROPERTY_SETTINGS, max_examples=30)
+@given(ds=datasets(), data=st.data())
+def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
+    """What the Analytics and Resources pages group by beyond the API: usage by pairs of
+    dimensions, conversations per agent and activity per bucket (whole-org questions read them
+    from rollups of their own)."""
+
+    def check(world: World):
+        for plain in (True, False):
+            query, asked = draw_question(data, world, plain=plain)
+            records, events = chosen(world, asked)
+            for pair in (("agent", "project"), ("service_type", "project")):
+                want = defaultdict(lambda: [0, Decimal(0)])
+                for r in records:
+                    key = tuple(r["service_type"] if d == "service_type" else r[f"{d}_id"] for d in pair)
+                    want[key][0] += 1
+                    want[key][1] += r["cost"]
+                got = selectors.usage_sums(query, by=pair, measures=("requests", "cost")).sums
+                assert {k[1:]: v["requests"] for k, v in got.items()} == {k: v[0] for k, v in want.items()}, pair
+                for key, values in got.items():
+                    assert_money(selectors.format_money(values["cost"]), want[key[1:]][1], f"{pair} {key}")
+            per_agent = defaultdict(set)
+            for r in records:
+                if r["conversation_id"]:
+                    per_agent[r["agent_id"]].add(r["conversation_id"])
+            assert selectors.conversation_counts(query, "agent") == {a: len(c) for a, c in per_agent.items()}
+            for interval in ("1h", "6h", "day"):
+                starts = expected_starts(world.tz, asked.start, asked.end, interval)
+                want = defaultdict(lambda: [0, 0])
+                for e in events:
+                    bucket = bisect.bisect_right(starts, e["timestamp"]) - 1
+                    want[(bucket, e["kind"])][0] += 1
+                    want[(bucket, e["kind"])][1] += e["quantity"]
+                buckets = selectors.Buckets.of(world.org, query.start, query.end, interval)
+                got = selectors.activity_series(query, buckets)
+                assert {k: [v["events"], v["quantity"]] for k, v in got.items()} == dict(want), interval
+
+    in_a_world(ds, check)
+
+
 # --- The same data, read whichever way the rollups stand ------------------------------------------
 
 
