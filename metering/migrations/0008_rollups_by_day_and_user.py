@@ -13,30 +13,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RemoveField(
-            model_name='usagedailynarrow',
-            name='agent',
-        ),
-        migrations.RemoveField(
-            model_name='usagedailynarrow',
-            name='model',
-        ),
-        migrations.RemoveField(
-            model_name='usagedailynarrow',
-            name='org',
-        ),
-        migrations.RemoveField(
-            model_name='usagedailynarrow',
-            name='project',
-        ),
-        migrations.RemoveField(
-            model_name='usagedailynarrow',
-            name='team',
-        ),
-        migrations.RemoveField(
-            model_name='usagedailynarrow',
-            name='user',
-        ),
+        # Deleting the model drops its table with its indexes (SQLite cannot drop a column an
+        # index still names, so its fields are not removed one by one first).
         migrations.RemoveIndex(
             model_name='activitydaily',
             name='activitydaily_org_day',
