@@ -40,6 +40,7 @@ from metering.selectors import (
     dimension_names,
     plan,
     usage_sums,
+    usage_trends,
 )
 
 # Shown for usage without a project or team, and for the series folded into "Others".
@@ -443,23 +444,13 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str) -> UsageBreakdow
     """The Usage page's table and activity chart, by "user" or by "team", without the rows'
     models (`add_models` reads them for the rows shown).
 
-    One bucketed read gives every row's totals, its trend and the chart; then one or two
-    queries for names. Active users per bucket are users with a request in it (the
-    reference's definition); the summary's unique_users also counts users with activity alone.
+    One read per part of the range gives every row's totals and trend (metering.usage_trends),
+    and the chart; then one or two queries for names. Active users per bucket are users with a
+    request in it (the reference's definition); the summary's unique_users also counts users
+    with activity alone.
     """
     n = len(buckets.starts) - 1
-    shown = ("requests", "input_tokens", "output_tokens", "cost")
-    bucketed = usage_sums(query, by=(by,), buckets=buckets, measures=shown)
-    totals: dict = {}
-    trends: dict = defaultdict(lambda: [0] * n)
-    for (bucket, value), sums in bucketed.sums.items():
-        trends[value][bucket] += sums["requests"]
-        target = totals.get(value)
-        if target is None:
-            totals[value] = dict(sums)
-        else:
-            for name in shown:
-                target[name] += sums[name]
+    totals, trends = usage_trends(query, buckets, by=by, measures=("requests", "input_tokens", "output_tokens", "cost"))
     if by == "user":
         found = people(query.scope, totals)
         rows = [
@@ -474,9 +465,7 @@ def usage_breakdown(query: Query, buckets: Buckets, *, by: str) -> UsageBreakdow
             )
             for user in totals
         ]
-        active = [0] * n
-        for bucket, _ in bucketed.sums:
-            active[bucket] += 1
+        active = [sum(map(bool, bucket)) for bucket in zip(*trends.values(), strict=True)] or [0] * n
         chart = [Series("Active users", "", active, None)]
     else:
         teams = dict(

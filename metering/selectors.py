@@ -425,8 +425,91 @@ def usage_sums(
     Every part of the range is read from the smallest table that can answer it, and added up.
     """
     rows = Rows()
+    for part in _usage_parts(query, by, buckets, measures):
+        part.add_to(rows, query, buckets)
+    return rows
+
+
+def usage_trends(
+    query: Query, buckets: Buckets, *, by: str, measures: tuple[str, ...] = MEASURES, trend: str = "requests"
+) -> tuple[dict, dict]:
+    """({value: its `measures` over the whole range}, {value: its `trend` per bucket}) of one
+    dimension `by`: a table of people or teams with a sparkline each.
+
+    usage_sums(by=(by,), buckets=...) gives the same numbers as one row per value and bucket:
+    30,000 rows for 1,000 people over 30 days, or 120,000 at 6-hour buckets, each added up here.
+    On PostgreSQL each part is folded in SQL to one row per value, its buckets and their `trend`
+    as two arrays (width_bucket() finds a bucket as Buckets.index does).
+    """
+    totals = Rows()  # keyed by value alone
+    trends: dict = defaultdict(lambda: [0] * (len(buckets.starts) - 1))
+    if connection.vendor != "postgresql":
+        for (bucket, value), sums in usage_sums(query, by=(by,), buckets=buckets, measures=measures).sums.items():
+            trends[value][bucket] += sums[trend]
+            totals.add(value, sums)
+        return totals.sums, trends
+    quote = connection.ops.quote_name
+    columns = {m: quote(f"m_{m}") for m in measures}
+    sums = ", ".join(f"SUM({c})" if m in MONEY_MEASURES else f"CAST(SUM({c}) AS BIGINT)" for m, c in columns.items())
+    for part in _usage_parts(query, (by,), buckets, measures):
+        try:
+            sql, params = part.listing().query.sql_with_params()
+        except EmptyResultSet:
+            continue
+        kind, thresholds = _thresholds(buckets, query.org, part.column)
+        folded = (
+            f"SELECT v, {sums}, array_agg(width_bucket(b, CAST(%s AS {kind}[]))), array_agg({columns[trend]}) "
+            f"FROM ({sql}) AS part (b, v, {', '.join(columns.values())}) GROUP BY v"
+        )
+        for value, *values, positions, counts in _fetched_sql(folded, [thresholds, *params]):
+            totals.add(value, dict(zip(measures, values, strict=True)))
+            row = trends[value]
+            for position, count in zip(positions, counts, strict=True):
+                row[position - 1] += count
+    return totals.sums, trends
+
+
+def _thresholds(buckets: Buckets, org, column: str) -> tuple[str, list]:
+    """The bucket starts as the values of a part's bucket column, and their SQL type."""
+    if column == "day":
+        return "DATE", [start.astimezone(org.tzinfo).date() for start in buckets.starts]
+    if column == "hour":
+        return "TIMESTAMPTZ", list(buckets.starts)
+    seconds = buckets.raw_slot_seconds  # raw rows: epoch slots, and every start is on one
+    return "BIGINT", [int(start.timestamp()) // seconds for start in buckets.starts]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One read of a usage question: `queryset`'s rows grouped by `groups` (the bucket column
+    first when bucketed: a day, an hour, or an epoch slot of raw rows) with `aggregates`, or,
+    when `aggregates` is None, rows already one per group, read as they are."""
+
+    queryset: QuerySet
+    groups: tuple[str, ...]
+    aggregates: dict | None
+    column: str  # "day", "hour" or "timestamp"
+    measures: tuple[str, ...]
+
+    def listing(self) -> QuerySet:
+        """The values_list of (*groups, *measures)."""
+        if self.aggregates is None:
+            return self.queryset.values_list(*self.groups, *self.measures).order_by()
+        return _listing(self.queryset, list(self.groups), self.aggregates)
+
+    def add_to(self, rows: "Rows", query: Query, buckets: Buckets | None) -> None:
+        if self.aggregates is None:
+            records = _fetched(self.listing())
+        else:
+            records = _grouped(self.queryset, list(self.groups), self.aggregates)
+        bucket_of = _bucket_lookup(buckets, query.org, self.column) if buckets is not None else None
+        rows.add_all(records, groups=len(self.groups), measures=self.measures, bucket_of=bucket_of)
+
+
+def _usage_parts(query: Query, by: tuple[str, ...], buckets: Buckets | None, measures: tuple[str, ...]) -> list[Part]:
+    """The reads that answer a usage question, each from the smallest table that can."""
     if query.filters.select_nothing:
-        return rows
+        return []
     needs = query.filters.dims | frozenset(by)
     if not query.scope.sees_whole_org:
         needs |= {"user", "team"}
@@ -440,10 +523,11 @@ def usage_sums(
     elif sub_day:  # whole days come from the hourly rollup too
         parts = _days_as_hours(query.org, parts)
 
+    reads = []
     if parts.days and by_dimension:
-        _sum_by_dimension(rows, query, parts.days, needs, by, buckets, measures)
+        reads.append(_by_dimension_part(query, parts.days, needs, by, buckets, measures))
     elif parts.days and day_table is not None:
-        _sum_table(rows, query, day_table, Q(day__in=parts.days), "day", by, buckets, measures)
+        reads.append(_table_part(query, day_table, Q(day__in=parts.days), "day", by, buckets, measures))
     elif parts.days:
         parts.raw = _merge(parts.raw + [day_bounds(query.org, d) for d in parts.days])
     if parts.hours:
@@ -451,10 +535,10 @@ def usage_sums(
         for day, a, b in parts.hours:
             hours_q |= Q(day=day, hour__gte=a, hour__lt=b)
         hourly = USAGE_HOURLY_ORG if _whole_org(query) and not by else USAGE_HOURLY
-        _sum_table(rows, query, hourly, hours_q, "hour", by, buckets, measures)
+        reads.append(_table_part(query, hourly, hours_q, "hour", by, buckets, measures))
     if parts.raw:
-        _sum_table(rows, query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets, measures)
-    return rows
+        reads.append(_table_part(query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets, measures))
+    return reads
 
 
 def _days_as_hours(org, parts: Plan) -> Plan:
@@ -500,7 +584,7 @@ def _bucket_lookup(buckets: Buckets, org, column: str):
     return lookup
 
 
-def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by, buckets, measures) -> None:
+def _table_part(query: Query, table: Table, where: Q, column: str, by, buckets, measures) -> Part:
     queryset = _restrict(table.model.objects.filter(where), query, table, USAGE_RAW.dims)
     groups = [_raw_group(name) if table.grain == "raw" else name for name in by]
     if table.grain == "raw":
@@ -517,8 +601,7 @@ def _sum_table(rows: Rows, query: Query, table: Table, where: Q, column: str, by
         # rollups count it; untagged records have no row, there as here.
         tags = query.filters.get("tag")
         queryset = queryset.filter(tags__in=tags) if tags is not None else queryset.filter(tags__isnull=False)
-    bucket_of = _bucket_lookup(buckets, query.org, column) if buckets is not None else None
-    rows.add_all(_grouped(queryset, groups, aggregates), groups=len(groups), measures=measures, bucket_of=bucket_of)
+    return Part(queryset, tuple(groups), aggregates, column, measures)
 
 
 def _rollup_sum(measure: str):
@@ -527,30 +610,38 @@ def _rollup_sum(measure: str):
 
 def _grouped(queryset: QuerySet, groups: list[str], aggregates: dict) -> Iterable[tuple]:
     """(*group values, *aggregates) per group, or once for the whole queryset (values() of
-    nothing would be every column, one row per row); nothing when there are no rows.
-
-    A 30-day sparkline per user is 26,000 rows. On PostgreSQL they are read as psycopg returns
-    them, already dates, datetimes, ints and Decimals: Django's converters per row took 40 % of
-    the time (bench/queries.py). SQLite returns text and floats, which need them."""
+    nothing would be every column, one row per row); nothing when there are no rows."""
     if not groups:
         row = queryset.aggregate(r_rows=Count("pk"), **aggregates)
         return [tuple(row[name] for name in aggregates)] if row["r_rows"] else []
-    return _fetched(queryset.values(*groups).annotate(**aggregates).order_by().values_list(*groups, *aggregates))
+    return _fetched(_listing(queryset, groups, aggregates))
+
+
+def _listing(queryset: QuerySet, groups: list[str], aggregates: dict) -> QuerySet:
+    return queryset.values(*groups).annotate(**aggregates).order_by().values_list(*groups, *aggregates)
 
 
 def _fetched(rows: QuerySet) -> Iterable[tuple]:
-    """A values_list's rows; on PostgreSQL as psycopg returns them (see _grouped), in its binary
-    format: datetimes and numerics arrive without being parsed from text, 4x faster for the
-    Resources page's 14,000 allocations of a month (and Django still logs the query)."""
+    """A values_list's rows; on PostgreSQL as psycopg returns them, in its binary format.
+
+    A 30-day sparkline per user is 30,000 rows: Django's converters per row took 40 % of the
+    time (bench/queries.py), and datetimes and numerics arrive without being parsed from text,
+    4x faster for the Resources page's 14,000 allocations of a month. SQLite returns text and
+    floats, which need Django's converters."""
     if connection.vendor != "postgresql":
         return rows
-    from psycopg import Cursor
-    from psycopg.pq import Format
-
     try:
         sql, params = rows.query.sql_with_params()
     except EmptyResultSet:  # .none(): a filter that selects nothing
         return []
+    return _fetched_sql(sql, params)
+
+
+def _fetched_sql(sql: str, params) -> list[tuple]:
+    """The rows of one SQL query on PostgreSQL, as _fetched reads them (Django still logs it)."""
+    from psycopg import Cursor
+    from psycopg.pq import Format
+
     connection.ensure_connection()
     raw = Cursor(connection.connection)  # binds on the server, which binary results need
     raw.format = Format.BINARY
@@ -559,7 +650,7 @@ def _fetched(rows: QuerySet) -> Iterable[tuple]:
         return cursor.fetchall()
 
 
-def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets, measures) -> None:
+def _by_dimension_part(query: Query, days, needs, by, buckets, measures) -> Part:
     stored = PAIRS.get(needs) or tuple(needs) or ("service_type",)  # totals: service types are few
     queryset = UsageDailyBy.objects.filter(org=query.org, dimension=",".join(stored), day__in=days)
     values = query.filters.get(stored[0])
@@ -572,12 +663,9 @@ def _sum_by_dimension(rows: Rows, query: Query, days, needs, by, buckets, measur
     groups = [columns[d] if d == "service_type" else f"r_{columns[d]}" for d in by]
     if buckets is not None:
         groups = ["day", *groups]
-    bucket_of = _bucket_lookup(buckets, query.org, "day") if buckets is not None else None
-    if by and buckets is not None:  # one row per (day, value) already: read them as they are
-        records = _fetched(queryset.values_list(*groups, *measures).order_by())
-    else:
-        records = _grouped(queryset, groups, {f"r_{m}": _rollup_sum(m) for m in measures})
-    rows.add_all(records, groups=len(groups), measures=measures, bucket_of=bucket_of)
+    # By a dimension and day, the rows are one per group already: read them as they are.
+    aggregates = None if by and buckets is not None else {f"r_{m}": _rollup_sum(m) for m in measures}
+    return Part(queryset, tuple(groups), aggregates, "day", measures)
 
 
 def _typed(dimension: str, value: str | None):
@@ -1027,11 +1115,15 @@ def breakdowns(query: Query, dimensions: Iterable[str], measures: tuple[str, ...
         parts = plan(query.org, query.start, query.end)
         for d in together:
             if parts.days:
-                _sum_by_dimension(out[d], query, parts.days, query.filters.dims | {d}, (d,), None, measures)
+                _by_dimension_part(query, parts.days, query.filters.dims | {d}, (d,), None, measures).add_to(
+                    out[d], query, None
+                )
         if not parts.raw:
             return out
         combined = Rows()
-        _sum_table(combined, query, USAGE_RAW, _time_q(parts.raw), "timestamp", together, None, measures)
+        _table_part(query, USAGE_RAW, _time_q(parts.raw), "timestamp", together, None, measures).add_to(
+            combined, query, None
+        )
     else:
         combined = usage_sums(query, by=together, measures=measures)
     for key, sums in combined.sums.items():

@@ -787,6 +787,27 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
                 buckets = selectors.Buckets.of(world.org, query.start, query.end, interval)
                 got = selectors.activity_series(query, buckets)
                 assert {k: [v["events"], v["quantity"]] for k, v in got.items()} == dict(want), interval
+            for interval in INTERVALS:  # the Usage table: each person's or team's totals and trend
+                starts = expected_starts(world.tz, asked.start, asked.end, interval)
+                buckets = selectors.Buckets.of(world.org, query.start, query.end, interval)
+                for by in ("user", "team"):
+                    want_totals = defaultdict(lambda: [0, 0, Decimal(0)])
+                    n = len(starts) - 1
+                    want_trends = defaultdict(lambda n=n: [0] * n)
+                    for r in records:
+                        want_totals[r[f"{by}_id"]][0] += 1
+                        want_totals[r[f"{by}_id"]][1] += r["output_tokens"]
+                        want_totals[r[f"{by}_id"]][2] += r["cost"]
+                        want_trends[r[f"{by}_id"]][bisect.bisect_right(starts, r["timestamp"]) - 1] += 1
+                    totals, trends = selectors.usage_trends(
+                        query, buckets, by=by, measures=("requests", "output_tokens", "cost")
+                    )
+                    assert {k: [v["requests"], v["output_tokens"]] for k, v in totals.items()} == {
+                        k: v[:2] for k, v in want_totals.items()
+                    }, (interval, by)
+                    for key, values in totals.items():
+                        assert_money(selectors.format_money(values["cost"]), want_totals[key][2], f"{by} {key}")
+                    assert dict(trends) == dict(want_trends), (interval, by)
 
     in_a_world(ds, check)
 
