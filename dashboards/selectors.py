@@ -382,7 +382,12 @@ def leaderboard(query: Query) -> list[LeaderRow]:
     up to its accepted_diffs, tasks_completed, total_tokens, cost and lines_of_code.
     """
     usage = usage_sums(query, by=("user",))
-    activity = activity_sums(query, plan(query.org, query.start, query.end), by=("user",))
+    activity = activity_sums(
+        query,
+        plan(query.org, query.start, query.end),
+        by=("user",),
+        kinds=(ActivityKind.DIFF_ACCEPTED, ActivityKind.TASK_COMPLETED),
+    )
     found = people(query.scope, {key[1] for key in usage.sums} | {user for _, user in activity})
     rows: dict[int, LeaderRow] = {}
 
@@ -515,7 +520,7 @@ def add_models(query: Query, by: str, rows: list[BreakdownRow]) -> None:
         chosen = selected.get(by)
         selected[by] = ids if chosen is None else chosen & ids
     page = Query(query.scope, query.start, query.end, Filters.of(**selected))
-    per_model = usage_sums(page, by=(by, "model")).sums
+    per_model = usage_sums(page, by=(by, "model"), measures=("requests",)).sums
     names = dimension_names("model", {key[2] for key in per_model}, query.org)
     used: dict = defaultdict(list)
     for (_, value, model), _sums in sorted(

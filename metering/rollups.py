@@ -254,6 +254,8 @@ USAGE_BY = {
     "tag": UsageDailyByTag,
     "agent,project": UsageDaily,
     "project,service_type": UsageDaily,
+    "user,model": UsageDaily,
+    "team,model": UsageDaily,
 }
 ACTIVITY_BY = {name: ActivityDaily for name in ("user", "team", "project", "repository", "agent")}
 

@@ -315,17 +315,21 @@ def _day_table(query: Query, by: tuple[str, ...], needs: frozenset[str]) -> Tabl
 
 
 # Pairs of dimensions UsageDailyBy also keeps (metering.rollups.USAGE_BY), as stored: the
-# Analytics page's top agents (each agent's main project) and service-type cards (cost by project).
-PAIRS = {frozenset(pair): pair for pair in (("agent", "project"), ("project", "service_type"))}
+# Analytics page's top agents (each agent's main project) and service-type cards (cost by
+# project), and the models of the people or teams a page of the Usage table shows.
+PAIRS = {
+    frozenset(pair): pair
+    for pair in (("agent", "project"), ("project", "service_type"), ("user", "model"), ("team", "model"))
+}
 
 
 def _by_dimension_ok(query: Query, needs: frozenset[str], by: tuple[str, ...]) -> bool:
     """Whether UsageDailyBy answers: the whole org, about one dimension (filtered on it or not),
-    or grouped by one of the PAIRS with no filter."""
+    or grouped by one of the PAIRS, filtered on nothing but (maybe) the pair's first one."""
     if not query.scope.sees_whole_org:
         return False
     if len(needs) > 1:
-        return needs in PAIRS and not query.filters.selected
+        return needs in PAIRS and query.filters.dims <= {PAIRS[needs][0]}
     return "tag" not in needs or _tag_overlap_ok(query, by)
 
 
@@ -906,21 +910,26 @@ def activity_users(query: Query, parts: Plan) -> set[int]:
     return set().union(*(_distinct(qs, "user") for _, qs in _activity_parts(query, parts, by=("user",))))
 
 
-def activity_sums(query: Query, parts: Plan, *, by: tuple[str, ...] = ()) -> dict[tuple, dict[str, int]]:
-    """Events, quantity and lines (added + removed) by (kind, *by) over the range."""
+def activity_sums(
+    query: Query, parts: Plan, *, by: tuple[str, ...] = (), kinds: Collection[str] = ()
+) -> dict[tuple, dict[str, int]]:
+    """Events, quantity and lines (added + removed) by (kind, *by) over the range; of `kinds`
+    alone when given."""
     result: dict[tuple, dict[str, int]] = defaultdict(lambda: {"events": 0, "quantity": 0, "lines": 0})
     if query.filters.select_nothing:
         return result
     for grain, queryset in _activity_parts(query, parts, by):
-        events = Sum("events") if grain == "day" else Count("id")
-        rows = queryset.values("kind", *by).annotate(
-            r_events=events, r_quantity=Sum("quantity"), r_added=Sum("lines_added"), r_removed=Sum("lines_removed")
-        )
-        for row in rows.order_by():
-            target = result[(row["kind"], *(row[b] for b in by))]
-            target["events"] += row["r_events"] or 0
-            target["quantity"] += row["r_quantity"] or 0
-            target["lines"] += (row["r_added"] or 0) + (row["r_removed"] or 0)
+        if kinds:
+            queryset = queryset.filter(kind__in=kinds)
+        sums = {
+            "r_events": integer_sum("events") if grain == "day" else Count("id"),
+            **{f"r_{name}": integer_sum(name) for name in ("quantity", "lines_added", "lines_removed")},
+        }
+        for kind, *values, events, quantity, added, removed in _grouped(queryset, ["kind", *by], sums):
+            target = result[(kind, *values)]
+            target["events"] += events or 0
+            target["quantity"] += quantity or 0
+            target["lines"] += (added or 0) + (removed or 0)
     return result
 
 

@@ -762,7 +762,7 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
         for plain in (True, False):
             query, asked = draw_question(data, world, plain=plain)
             records, events = chosen(world, asked)
-            for pair in (("agent", "project"), ("service_type", "project")):
+            for pair in (("agent", "project"), ("service_type", "project"), ("user", "model"), ("team", "model")):
                 want = defaultdict(lambda: [0, Decimal(0)])
                 for r in records:
                     key = tuple(r["service_type"] if d == "service_type" else r[f"{d}_id"] for d in pair)
@@ -772,6 +772,16 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
                 assert {k[1:]: v["requests"] for k, v in got.items()} == {k: v[0] for k, v in want.items()}, pair
                 for key, values in got.items():
                     assert_money(selectors.format_money(values["cost"]), want[key[1:]][1], f"{pair} {key}")
+                # As the Usage table asks for the models of the people (teams) on its page.
+                some = {k[0] for k in sorted(want, key=str)[::2] if k[0] is not None and pair[0] != "service_type"}
+                if some and plain:
+                    narrowed = selectors.Query(
+                        query.scope, query.start, query.end, selectors.Filters.of(**{pair[0]: some})
+                    )
+                    got = selectors.usage_sums(narrowed, by=pair, measures=("requests",)).sums
+                    assert {k[1:]: v["requests"] for k, v in got.items()} == {
+                        k: v[0] for k, v in want.items() if k[0] in some
+                    }, pair
             per_agent = defaultdict(set)
             for r in records:
                 if r["conversation_id"]:
