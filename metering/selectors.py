@@ -522,10 +522,11 @@ def _usage_parts(query: Query, by: tuple[str, ...], buckets: Buckets | None, mea
     sub_day = buckets is not None and buckets.interval not in ("day", "week")
     day_table = None if sub_day else _day_table(query, by, needs)
     parts = plan(query.org, query.start, query.end, hours=hourly_ok)
+    hour_days: list[date] = []
     if sub_day and not hourly_ok:  # no daily rollup can split a day: read it raw
         parts = Plan(raw=[(query.start, query.end)])
     elif sub_day:  # whole days come from the hourly rollup too
-        parts = _days_as_hours(query.org, parts)
+        hour_days, parts.days = parts.days, []
 
     reads = []
     if parts.days and by_dimension:
@@ -534,26 +535,25 @@ def _usage_parts(query: Query, by: tuple[str, ...], buckets: Buckets | None, mea
         reads.append(_table_part(query, day_table, Q(day__in=parts.days), "day", by, buckets, measures))
     elif parts.days:
         parts.raw = _merge(parts.raw + [day_bounds(query.org, d) for d in parts.days])
+    hourly = USAGE_HOURLY_ORG if _whole_org(query) and not by else USAGE_HOURLY
+    # Whole days and the hours of partial ones in two reads: OR-ed into one, PostgreSQL could
+    # not combine a manager's (user OR team) with the (day, user) and (day, team) indexes.
+    if hour_days:
+        reads.append(_table_part(query, hourly, Q(day__in=hour_days), "hour", by, buckets, measures))
     if parts.hours:
-        hours_q = Q(pk__in=[])
-        for day, a, b in parts.hours:
-            hours_q |= Q(day=day, hour__gte=a, hour__lt=b)
-        hourly = USAGE_HOURLY_ORG if _whole_org(query) and not by else USAGE_HOURLY
-        reads.append(_table_part(query, hourly, hours_q, "hour", by, buckets, measures))
+        reads.append(_table_part(query, hourly, _hours_q(parts.hours), "hour", by, buckets, measures))
     if parts.raw:
         reads.append(_table_part(query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets, measures))
     return reads
 
 
-def _days_as_hours(org, parts: Plan) -> Plan:
-    """Whole clean days as all of their hourly rows (a day's rows are those its rebuild wrote:
-    from the UTC hour holding its start to the one holding its end)."""
-    hours = list(parts.hours)
-    for day in parts.days:
-        a, b = day_bounds(org, day)
-        first = a.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        hours.append((day, first, b))
-    return Plan(hours=hours, raw=parts.raw)
+def _hours_q(hours: list[tuple[date, datetime, datetime]]) -> Q:
+    """The hourly rows of Plan.hours. (A whole day's are simply its day's: those its rebuild
+    wrote, from the UTC hour holding its start to the one holding its end.)"""
+    q = Q(pk__in=[])
+    for day, a, b in hours:
+        q |= Q(day=day, hour__gte=a, hour__lt=b)
+    return q
 
 
 def _merge(intervals):
@@ -1417,10 +1417,8 @@ def activity_series(query: Query, buckets: Buckets, *, kinds: Iterable[str] = ()
     if buckets.interval in ("day", "week"):
         parts = plan(query.org, query.start, query.end)
     elif _whole_org(query) and buckets.whole_utc_hours:  # whole hours from ActivityHourlyOrg
-        parts = _days_as_hours(query.org, plan(query.org, query.start, query.end, hours=True))
-        hours = Q(pk__in=[])
-        for day, a, b in parts.hours:
-            hours |= Q(day=day, hour__gte=a, hour__lt=b)
+        parts = plan(query.org, query.start, query.end, hours=True)
+        hours = Q(day__in=parts.days) | _hours_q(parts.hours)
         rows = ActivityHourlyOrg.objects.filter(hours, org=query.org, **({"kind__in": kinds} if kinds else {}))
         for hour, kind, events, quantity in rows.values_list("hour", "kind", "events", "quantity"):
             target = result[(buckets.index(hour), kind)]
