@@ -33,6 +33,7 @@ from metering.models import (
     UsageDailyBy,
     UsageDailyByTag,
     UsageHourly,
+    UsageHourlyBy,
     UsageHourlyOrg,
     UsageRecord,
 )
@@ -258,35 +259,51 @@ USAGE_BY = {
     "team,model": UsageDaily,
 }
 ACTIVITY_BY = {name: ActivityDaily for name in ("user", "team", "project", "repository", "agent")}
+# UsageHourlyBy, from the day's staged usage records grouped by hour and the dimensions the
+# whole org's sub-day charts group by, with UsageDaily's column names.
+_HOURLY_KEYS = ("project", "agent", "service_type", "model", "team")
+STAGED_HOURS = (
+    "SELECT r_hour AS hour, "
+    + ", ".join(f"{k} AS {UsageDaily._meta.get_field(k).column}" for k in _HOURLY_KEYS)
+    + "".join(f", SUM(r_{m}) AS {m}" for m in UsageDaily.measure_names())
+    + f" FROM {USAGE_STAGE} GROUP BY r_hour, {', '.join(_HOURLY_KEYS)}"
+)
+USAGE_HOURLY_BY = {**{name: STAGED_HOURS for name in _HOURLY_KEYS}, "project,service_type": STAGED_HOURS}
 
 
 def _insert_by_dimension(org: Organization, day: date, target, sources: dict, measures, keys=()) -> None:
     """`target`'s rows of the day, one dimension at a time, in one statement that reads each
-    source's rows of the day once (MATERIALIZED) for all of its dimensions."""
+    source's rows of the day once (MATERIALIZED) for all of its dimensions. A source is a
+    rollup model, or SQL of rows with UsageDaily's column names (STAGED_HOURS)."""
     quote = connection.ops.quote_name
     sums = ", ".join(f"SUM({quote(c)})" for c in measures)
     columns = ", ".join(quote(c) for c in (*keys, *measures))
     keys_sql = "".join(f"{quote(k)}, " for k in keys)
     tables = {source: f"day_{n}" for n, source in enumerate(dict.fromkeys(sources.values()))}
-    ctes = ", ".join(
-        f"{name} AS MATERIALIZED (SELECT * FROM {quote(source._meta.db_table)} WHERE org_id = %s AND day = %s)"
-        for source, name in tables.items()
-    )
+    ctes, params = [], []
+    for source, name in tables.items():
+        if isinstance(source, str):
+            ctes.append(f"{name} AS MATERIALIZED ({source})")
+        else:
+            table = quote(source._meta.db_table)
+            ctes.append(f"{name} AS MATERIALIZED (SELECT * FROM {table} WHERE org_id = %s AND day = %s)")
+            params += [org.pk, connection.ops.adapt_datefield_value(day)]
     pairs = any("," in name for name in sources)
     selects = []
     for name, source in sources.items():
-        parts = [quote(source._meta.get_field(part).column) for part in name.split(",")]
+        model = UsageDaily if isinstance(source, str) else source
+        parts = [quote(model._meta.get_field(part).column) for part in name.split(",")]
         other = (f", CAST({parts[1]} AS TEXT)" if len(parts) > 1 else ", NULL") if pairs else ""
         selects.append(
             f"SELECT %s, %s, '{name}', CAST({parts[0]} AS TEXT){other}, {keys_sql}{sums} "
             f"FROM {tables[source]} GROUP BY {keys_sql}{', '.join(parts)}"
         )
-    day_value = connection.ops.adapt_datefield_value(day)
+        params += [org.pk, connection.ops.adapt_datefield_value(day)]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH {ctes} INSERT INTO {quote(target._meta.db_table)} "
+            f"WITH {', '.join(ctes)} INSERT INTO {quote(target._meta.db_table)} "
             f"(org_id, day, dimension, value{', other' if pairs else ''}, {columns}) " + " UNION ALL ".join(selects),
-            [org.pk, day_value] * len(tables) + [org.pk, day_value] * len(selects),
+            params,
         )
 
 
@@ -356,6 +373,8 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
         for rollup in ROLLUPS:
             rollup.table.objects.filter(org=org, day=day).delete()
             _insert_from(rollup, org, day, start, end)
+        UsageHourlyBy.objects.filter(org=org, day=day).delete()
+        _insert_by_dimension(org, day, UsageHourlyBy, USAGE_HOURLY_BY, UsageDaily.measure_names(), ("hour",))
         _unstage()
         usage_measures = [f.column for f in UsageDailyBy._meta.concrete_fields if f.name in UsageDaily.measure_names()]
         for target, sources, measures, keys in (

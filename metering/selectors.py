@@ -55,12 +55,13 @@ from metering.models import (
     UsageDailyBy,
     UsageDailyByTag,
     UsageHourly,
+    UsageHourlyBy,
     UsageHourlyOrg,
     UsageMeasures,
     UsageRecord,
 )
 from metering.pricing import quantize_money
-from metering.rollups import ACTIVITY_BY, USAGE_MEASURES, day_bounds, integer_sum
+from metering.rollups import ACTIVITY_BY, USAGE_HOURLY_BY, USAGE_MEASURES, day_bounds, integer_sum
 
 DIMENSIONS = ("team", "user", "project", "repository", "agent", "model", "api_key", "tag", "service_type")
 MEASURES = UsageMeasures.measure_names()
@@ -325,11 +326,11 @@ PAIRS = {
 
 def _by_dimension_ok(query: Query, needs: frozenset[str], by: tuple[str, ...]) -> bool:
     """Whether UsageDailyBy answers: the whole org, about one dimension (filtered on it or not),
-    or grouped by one of the PAIRS, filtered on nothing but (maybe) the pair's first one."""
+    or about one of the PAIRS (grouped or filtered by its dimensions)."""
     if not query.scope.sees_whole_org:
         return False
     if len(needs) > 1:
-        return needs in PAIRS and query.filters.dims <= {PAIRS[needs][0]}
+        return needs in PAIRS
     return "tag" not in needs or _tag_overlap_ok(query, by)
 
 
@@ -517,9 +518,11 @@ def _usage_parts(query: Query, by: tuple[str, ...], buckets: Buckets | None, mea
     needs = query.filters.dims | frozenset(by)
     if not query.scope.sees_whole_org:
         needs |= {"user", "team"}
-    by_dimension = _by_dimension_ok(query, needs, by) and not (buckets and buckets.interval not in ("day", "week"))
-    hourly_ok = needs <= USAGE_HOURLY.dims and (buckets is None or buckets.whole_utc_hours)
     sub_day = buckets is not None and buckets.interval not in ("day", "week")
+    by_dimension = _by_dimension_ok(query, needs, by)
+    whole_hours = buckets is None or buckets.whole_utc_hours
+    hourly_by = sub_day and whole_hours and by_dimension and _stored(needs) in USAGE_HOURLY_BY
+    hourly_ok = (needs <= USAGE_HOURLY.dims or hourly_by) and whole_hours
     day_table = None if sub_day else _day_table(query, by, needs)
     parts = plan(query.org, query.start, query.end, hours=hourly_ok)
     hour_days: list[date] = []
@@ -530,7 +533,9 @@ def _usage_parts(query: Query, by: tuple[str, ...], buckets: Buckets | None, mea
 
     reads = []
     if parts.days and by_dimension:
-        reads.append(_by_dimension_part(query, parts.days, needs, by, buckets, measures))
+        reads.append(
+            _by_dimension_part(query, UsageDailyBy, Q(day__in=parts.days), "day", needs, by, buckets, measures)
+        )
     elif parts.days and day_table is not None:
         reads.append(_table_part(query, day_table, Q(day__in=parts.days), "day", by, buckets, measures))
     elif parts.days:
@@ -538,10 +543,11 @@ def _usage_parts(query: Query, by: tuple[str, ...], buckets: Buckets | None, mea
     hourly = USAGE_HOURLY_ORG if _whole_org(query) and not by else USAGE_HOURLY
     # Whole days and the hours of partial ones in two reads: OR-ed into one, PostgreSQL could
     # not combine a manager's (user OR team) with the (day, user) and (day, team) indexes.
-    if hour_days:
-        reads.append(_table_part(query, hourly, Q(day__in=hour_days), "hour", by, buckets, measures))
-    if parts.hours:
-        reads.append(_table_part(query, hourly, _hours_q(parts.hours), "hour", by, buckets, measures))
+    for where in [Q(day__in=hour_days)] * bool(hour_days) + [_hours_q(parts.hours)] * bool(parts.hours):
+        if hourly_by:
+            reads.append(_by_dimension_part(query, UsageHourlyBy, where, "hour", needs, by, buckets, measures))
+        else:
+            reads.append(_table_part(query, hourly, where, "hour", by, buckets, measures))
     if parts.raw:
         reads.append(_table_part(query, USAGE_RAW, _time_q(parts.raw), "timestamp", by, buckets, measures))
     return reads
@@ -654,22 +660,28 @@ def _fetched_sql(sql: str, params) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _by_dimension_part(query: Query, days, needs, by, buckets, measures) -> Part:
+def _stored(needs: frozenset[str]) -> str:
+    """The `dimension` of UsageDailyBy and UsageHourlyBy rows about `needs`."""
+    return ",".join(PAIRS.get(needs) or sorted(needs))
+
+
+def _by_dimension_part(query: Query, model, where: Q, column: str, needs, by, buckets, measures) -> Part:
+    """A read of UsageDailyBy or UsageHourlyBy (`column` "day" or "hour")."""
     stored = PAIRS.get(needs) or tuple(needs) or ("service_type",)  # totals: service types are few
-    queryset = UsageDailyBy.objects.filter(org=query.org, dimension=",".join(stored), day__in=days)
-    values = query.filters.get(stored[0])
-    if values is not None:
-        queryset = queryset.filter(value__in=[str(v) for v in values])
+    queryset = model.objects.filter(where, org=query.org, dimension=",".join(stored))
     columns = dict(zip(stored, ("value", "other"), strict=False))
-    for name, column in columns.items():
+    for name, column_name in columns.items():
+        values = query.filters.get(name)
+        if values is not None:
+            queryset = queryset.filter(**{f"{column_name}__in": [str(v) for v in values]})
         if name != "service_type":  # ids, as numbers straight from the database
-            queryset = queryset.annotate(**{f"r_{column}": Cast(column, BigIntegerField())})
+            queryset = queryset.annotate(**{f"r_{column_name}": Cast(column_name, BigIntegerField())})
     groups = [columns[d] if d == "service_type" else f"r_{columns[d]}" for d in by]
     if buckets is not None:
-        groups = ["day", *groups]
-    # By a dimension and day, the rows are one per group already: read them as they are.
+        groups = [column, *groups]
+    # By a dimension and bucket, the rows are one per group already (or a few): read them as they are.
     aggregates = None if by and buckets is not None else {f"r_{m}": _rollup_sum(m) for m in measures}
-    return Part(queryset, tuple(groups), aggregates, "day", measures)
+    return Part(queryset, tuple(groups), aggregates, column, measures)
 
 
 def _typed(dimension: str, value: str | None):
@@ -1124,7 +1136,9 @@ def breakdowns(query: Query, dimensions: Iterable[str], measures: tuple[str, ...
         parts = plan(query.org, query.start, query.end)
         for d in together:
             if parts.days:
-                _by_dimension_part(query, parts.days, query.filters.dims | {d}, (d,), None, measures).add_to(
+                days = Q(day__in=parts.days)
+                needs = query.filters.dims | {d}
+                _by_dimension_part(query, UsageDailyBy, days, "day", needs, (d,), None, measures).add_to(
                     out[d], query, None
                 )
         if not parts.raw:

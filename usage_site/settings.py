@@ -90,7 +90,7 @@ if DATABASE_URL:
         # default 4MB work_mem, 30 days' distinct conversations (570,000) spilled a parallel hash
         # aggregate to disk for minutes; with 64MB it takes 2 s.
         work_mem = env_str("DB_WORK_MEM", "64MB")
-        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c jit=off -c work_mem={work_mem}"
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c jit=off -c work_mem={work_mem} -c temp_buffers=64MB"
 else:
     DATABASES = {
         "default": {

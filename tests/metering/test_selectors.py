@@ -818,6 +818,18 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
                     for key, values in totals.items():
                         assert_money(selectors.format_money(values["cost"]), want_totals[key][2], f"{by} {key}")
                     assert dict(trends) == dict(want_trends), (interval, by)
+                # The charts by project, agent, service type or model, or a pair (hourly rollups of their own).
+                for by in [("project",), ("agent",), ("service_type",), ("model",), ("project", "service_type")]:
+                    want = defaultdict(lambda: [0, Decimal(0)])
+                    for r in records:
+                        bucket = bisect.bisect_right(starts, r["timestamp"]) - 1
+                        key = (bucket, *(r["service_type"] if d == "service_type" else r[f"{d}_id"] for d in by))
+                        want[key][0] += 1
+                        want[key][1] += r["cost"]
+                    got = selectors.usage_sums(query, by=by, buckets=buckets, measures=("requests", "cost")).sums
+                    assert {k: v["requests"] for k, v in got.items()} == {k: v[0] for k, v in want.items()}, by
+                    for key, values in got.items():
+                        assert_money(selectors.format_money(values["cost"]), want[key][1], f"{interval} {by} {key}")
 
     in_a_world(ds, check)
 
