@@ -1500,7 +1500,13 @@ def session_summary(query: Query) -> dict:
 
 def _work_figures(query: Query, parts: Plan, total: dict) -> dict:
     sessions, seconds = session_stats(query, parts).get(None, (0, 0.0))
-    kinds = {kind: values for (kind,), values in activity_sums(query, parts).items()}
+    counted = (
+        ActivityKind.AGENT_RUN,
+        ActivityKind.DIFF_ACCEPTED,
+        ActivityKind.DIFF_REJECTED,
+        ActivityKind.TASK_COMPLETED,
+    )
+    kinds = {kind: values for (kind,), values in activity_sums(query, parts, kinds=counted).items()}
     none = {"events": 0, "quantity": 0, "lines": 0}
     diffs = kinds.get(ActivityKind.DIFF_ACCEPTED, none)
     return {
