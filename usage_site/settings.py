@@ -88,7 +88,9 @@ if DATABASE_URL:
         # each of the larger ones for nothing (bench/queries.py on 10M records). Raw reads count
         # distinct conversations and sessions that the planner underestimates 10x: with the
         # default 4MB work_mem, 30 days' distinct conversations (570,000) spilled a parallel hash
-        # aggregate to disk for minutes; with 64MB it takes 2 s.
+        # aggregate to disk for minutes; with 64MB it takes 2 s. A rollup rebuild stages the
+        # day's records in temporary tables (13 MB on the busiest day): temp_buffers of 64MB
+        # keeps them in memory (allocated only as used).
         work_mem = env_str("DB_WORK_MEM", "64MB")
         DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c jit=off -c work_mem={work_mem} -c temp_buffers=64MB"
 else:
