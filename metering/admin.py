@@ -29,6 +29,7 @@ from metering.models import (
     UsageDailyBy,
     UsageDailyByTag,
     UsageHourly,
+    UsageHourlyBy,
     UsageHourlyOrg,
     UsageRecord,
 )
@@ -241,6 +242,7 @@ ROLLUPS = (
     UsageDailyByTag,
     UsageDailyBy,
     UsageHourly,
+    UsageHourlyBy,
     UsageHourlyOrg,
     ActivityDaily,
     ActivityDailyBy,

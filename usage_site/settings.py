@@ -92,7 +92,9 @@ if DATABASE_URL:
         # day's records in temporary tables (13 MB on the busiest day): temp_buffers of 64MB
         # keeps them in memory (allocated only as used).
         work_mem = env_str("DB_WORK_MEM", "64MB")
-        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c jit=off -c work_mem={work_mem} -c temp_buffers=64MB"
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+            f"-c jit=off -c work_mem={work_mem} -c temp_buffers=64MB"
+        )
 else:
     DATABASES = {
         "default": {
