@@ -46,8 +46,10 @@ def main():
     from accounts.models import Membership, Organization, Role
     from dashboards import views
     from metering.models import UsageRecord
+    from usage_site.server import tune_gc
 
     settings.ALLOWED_HOSTS = ["*"]
+    tune_gc()  # as usage_site.asgi does for the server
     if args.org:
         org = Organization.objects.get(slug=args.org)
     else:

@@ -102,8 +102,10 @@ def main():
     from metering import selectors
     from metering.models import DirtyDay, UsageRecord
     from metering.rollups import days_with_data, rollup_day_rebuild, rollups_rebuild_days
+    from usage_site.server import tune_gc
 
     call_command("migrate", verbosity=0)
+    tune_gc()  # the layer runs in the server, with its GC settings (usage_site.asgi)
     if args.load:
         dataset.load(records=10_000_000, days=90, seed=1, now=datetime.fromisoformat("2026-11-22T06:00:00+00:00"))
     params = dataset.loaded_params()

@@ -14,6 +14,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboards.routing import websocket_urlpatterns  # noqa: E402
 from metering.live import remembering_loop  # noqa: E402
+from usage_site.server import tune_gc  # noqa: E402
 
 # remembering_loop: Live Mode's announcements from (synchronous) ingest views are handed to this
 # server's event loop instead of holding up the request (metering/live.py).
@@ -25,3 +26,4 @@ application = remembering_loop(
         }
     )
 )
+tune_gc()
