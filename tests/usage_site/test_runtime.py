@@ -1,5 +1,7 @@
 """The runtime pieces are wired: one ASGI app for HTTP and websockets, a working channel layer."""
 
+import gc
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -8,6 +10,7 @@ from django.conf import settings
 
 from usage_site.asgi import application
 from usage_site.celery import app as celery_app
+from usage_site.server import GC_THRESHOLD
 
 
 @pytest.mark.django_db(transaction=True)
@@ -17,6 +20,12 @@ def test_the_asgi_app_serves_http():
     )()
     assert response["status"] == 200
     assert b"csrfmiddlewaretoken" in response["body"]
+
+
+def test_loading_the_asgi_app_tunes_the_garbage_collector():
+    """Its request-sized garbage dies young, and full collections skip what the app loaded."""
+    assert gc.get_threshold() == GC_THRESHOLD
+    assert gc.get_freeze_count() > 0
 
 
 def test_the_asgi_app_refuses_websockets_from_foreign_origins():
