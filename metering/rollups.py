@@ -201,28 +201,40 @@ def _insert_from(rollup: Rollup, org: Organization, day: date, start: datetime, 
         )
 
 
+_NO_ID = "CAST(NULL AS BIGINT)"
+
+
 def _insert_conversation_counts(org: Organization, day: date) -> None:
-    """ConversationDayCount of the day: each of its conversations with the latest earlier day it
-    was active on (from the rows earlier rebuilds wrote; one index probe each), counted by that
-    day; once for the org, once per user over that user's rows, once per agent over its rows."""
+    """ConversationDayCount of the day: each of its (conversation, user, agent) with the latest
+    earlier day the conversation was active on at all, with that user and with that agent, from
+    the rows earlier rebuilds wrote (one index probe of the conversation's earlier rows for all
+    three), counted by that day for the org, per user and per agent."""
     quote = connection.ops.quote_name
     daily = quote(ConversationDaily._meta.db_table)
     day_value = connection.ops.adapt_datefield_value(day)
-    with connection.cursor() as cursor:
-        for grain in ("org", "user", "agent"):
-            key = f"c.{grain}_id" if grain != "org" else "CAST(NULL AS BIGINT)"
+    counts = " UNION ALL ".join(
+        f"SELECT %s, %s, '{grain}', {user}, {agent}, {prev}, COUNT(DISTINCT conversation_id) FROM prev GROUP BY {keys}"
+        for grain, user, agent, prev, keys in (
+            ("org", _NO_ID, _NO_ID, "overall", "overall"),
+            ("user", "user_id", _NO_ID, "same_user", "user_id, same_user"),
             # NULL agents are their own group ("no agent"): IS NOT DISTINCT FROM matches them.
-            same = f" AND p.{grain}_id IS NOT DISTINCT FROM c.{grain}_id" if grain != "org" else ""
-            cursor.execute(
-                f"INSERT INTO {quote(ConversationDayCount._meta.db_table)} "
-                f"(org_id, day, grain, {'user_id' if grain == 'user' else 'agent_id'}, prev_day, conversations) "
-                f"SELECT %s, %s, %s, key_id, prev_day, COUNT(*) FROM (SELECT {key} AS key_id, "
-                f"(SELECT MAX(p.day) FROM {daily} p WHERE p.org_id = %s AND p.conversation_id = c.conversation_id"
-                f"{same} AND p.day < %s) AS prev_day FROM (SELECT DISTINCT conversation_id"
-                f"{f', {grain}_id' if grain != 'org' else ''} FROM {daily} WHERE org_id = %s AND day = %s) c) x "
-                f"GROUP BY key_id, prev_day",
-                [org.pk, day_value, grain, org.pk, day_value, org.pk, day_value],
-            )
+            ("agent", _NO_ID, "agent_id", "same_agent", "agent_id, same_agent"),
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH today AS (SELECT DISTINCT conversation_id, user_id, agent_id FROM {daily} "
+            f"WHERE org_id = %s AND day = %s), "
+            f"prev AS (SELECT t.conversation_id, t.user_id, t.agent_id, MAX(e.day) AS overall, "
+            f"MAX(CASE WHEN e.user_id = t.user_id THEN e.day END) AS same_user, "
+            f"MAX(CASE WHEN e.agent_id IS NOT DISTINCT FROM t.agent_id THEN e.day END) AS same_agent "
+            f"FROM today t LEFT JOIN {daily} e "
+            f"ON e.org_id = %s AND e.conversation_id = t.conversation_id AND e.day < %s "
+            f"GROUP BY t.conversation_id, t.user_id, t.agent_id) "
+            f"INSERT INTO {quote(ConversationDayCount._meta.db_table)} "
+            f"(org_id, day, grain, user_id, agent_id, prev_day, conversations) {counts}",
+            [org.pk, day_value, org.pk, day_value, *[org.pk, day_value] * 3],
+        )
 
 
 def _resources(org: Organization, day: date, start: datetime, end: datetime) -> list[ResourceDaily]:
