@@ -18,7 +18,7 @@ Sections:
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -741,7 +741,8 @@ TOP_CARD_PROJECTS = 5
 def service_type_cards(query: Query, buckets: Buckets, *, currency: str) -> list[ServiceCard]:
     """A card per service type used in the period, most expensive first. One read for all of them."""
     n = len(buckets.starts) - 1
-    sums = metering.usage_sums(query, by=("service_type", "project"), buckets=buckets).sums
+    measures = ("cost", "requests", "input_tokens", "cached_input_tokens", "output_tokens")
+    sums = metering.usage_sums(query, by=("service_type", "project"), buckets=buckets, measures=measures).sums
     per_type: dict = {}
     for (bucket, service_type, project), values in sums.items():
         entry = per_type.setdefault(
@@ -763,15 +764,20 @@ def service_type_cards(query: Query, buckets: Buckets, *, currency: str) -> list
     cards = []
     for key, entry in per_type.items():
         project_totals = {p: sum(values, Decimal(0)) for p, values in entry["projects"].items()}
-        projects = _top_series(
-            {p: _money_series(values) for p, values in entry["projects"].items()},
-            project_totals,
-            lambda p: names[p][0],
-            lambda p: names[p][1],
-            n,
-            TOP_CARD_PROJECTS,
-            "Other projects",
-        )
+        # Rounded as the API writes costs once picked and added up: a month at 6-hour buckets
+        # is ~24,000 project-bucket costs, and rounding them all took 100 ms (bench/pages.py).
+        projects = [
+            replace(series, values=_money_series(series.values))
+            for series in _top_series(
+                entry["projects"],
+                project_totals,
+                lambda p: names[p][0],
+                lambda p: names[p][1],
+                n,
+                TOP_CARD_PROJECTS,
+                "Other projects",
+            )
+        ]
         label = SERVICE_TYPE_LABELS.get(key, key)
         colour = SERVICE_TYPE_COLOURS.get(key, NEUTRAL_COLOUR)
         tokens = [
