@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import BigIntegerField, Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
@@ -36,6 +36,7 @@ from metering.models import (
     UsageHourlyBy,
     UsageHourlyOrg,
     UsageRecord,
+    UsageRecordTag,
 )
 
 
@@ -45,18 +46,24 @@ def integer_sum(field: str) -> Cast:
     return Cast(Sum(field), BigIntegerField())
 
 
-# Aggregates are named r_<rollup field>: a bare "cost" would shadow the column it sums.
-USAGE_MEASURES = {
-    "r_requests": Count("*"),  # not COUNT(id): the (org, timestamp) index has no id to count
-    "r_failed_requests": Count("id", filter=Q(status="error")),
-    "r_input_tokens": integer_sum("input_tokens"),
-    "r_cached_input_tokens": integer_sum("cached_input_tokens"),
-    "r_cache_write_tokens": integer_sum("cache_write_tokens"),
-    "r_output_tokens": integer_sum("output_tokens"),
-    "r_reasoning_tokens": integer_sum("reasoning_tokens"),
-    "r_cost": Sum("cost"),
-    "r_session_cost": Sum("cost", filter=Q(session__isnull=False), default=Decimal(0)),
-}
+def usage_measures(record: str = "") -> dict:
+    """The rollups' usage measures as aggregates of records, named r_<rollup field> (a bare
+    "cost" would shadow the column it sums); `record` is the path to the record ("record__"
+    from its tag links)."""
+    return {
+        "r_requests": Count("*"),  # not COUNT(id): the (org, timestamp) index has no id to count
+        "r_failed_requests": Count(f"{record}id", filter=Q(**{f"{record}status": "error"})),
+        "r_input_tokens": integer_sum(f"{record}input_tokens"),
+        "r_cached_input_tokens": integer_sum(f"{record}cached_input_tokens"),
+        "r_cache_write_tokens": integer_sum(f"{record}cache_write_tokens"),
+        "r_output_tokens": integer_sum(f"{record}output_tokens"),
+        "r_reasoning_tokens": integer_sum(f"{record}reasoning_tokens"),
+        "r_cost": Sum(f"{record}cost"),
+        "r_session_cost": Sum(f"{record}cost", filter=Q(**{f"{record}session__isnull": False}), default=Decimal(0)),
+    }
+
+
+USAGE_MEASURES = usage_measures()
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,10 @@ ACTIVITY_MEASURES = ("events", "quantity", "lines_added", "lines_removed")
 def _staged_usage(org, start, end) -> QuerySet:
     window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end)
     hours = window.annotate(r_hour=TruncHour("timestamp", tzinfo=UTC))
-    return hours.values("r_hour", *USAGE_KEYS, "session", "conversation_id").annotate(**USAGE_MEASURES).order_by()
+    ids = {"r_first_id": Min("id"), "r_last_id": Max("id")}  # see _by_tag
+    return (
+        hours.values("r_hour", *USAGE_KEYS, "session", "conversation_id").annotate(**USAGE_MEASURES, **ids).order_by()
+    )
 
 
 def _staged_activity(org, start, end) -> QuerySet:
@@ -127,10 +137,22 @@ def _unstage() -> None:
 
 
 def _by_tag(org, day, start, end):
-    # Untagged records have no row here. Tags are not staged: they would multiply the staged rows.
-    window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end, tags__isnull=False)
-    dims = ("tags", "user", "team", "project", "agent", "model", "service_type")
-    return window.values(*dims).annotate(**USAGE_MEASURES).order_by()
+    """The day's records per tag, from their tag links (untagged records have no row here; tags
+    are not staged: they would multiply the staged rows). The links are found by the range of
+    the day's record ids as well: records arrive about in time order, so PostgreSQL reads that
+    range of links and looks each record up (the 49,000 links of a 131,000-record day) instead
+    of probing the links of every record; a range stretched by late records it reads as before."""
+    links = UsageRecordTag.objects.filter(record__org=org, record__timestamp__gte=start, record__timestamp__lt=end)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MIN(r_first_id), MAX(r_last_id) FROM {USAGE_STAGE}")
+        first, last = cursor.fetchone()
+    if first is not None:
+        links = links.filter(record__gte=first, record__lte=last)
+    dims = {
+        "tags": F("tag"),
+        **{d: F(f"record__{d}") for d in ("user", "team", "project", "agent", "model", "service_type")},
+    }
+    return links.values(**dims).annotate(**usage_measures("record__")).order_by()
 
 
 def _activity_hourly_org(org, day, start, end):
