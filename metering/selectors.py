@@ -520,29 +520,28 @@ class Part:
         return _listing(self.queryset, list(self.groups), self.aggregates)
 
     def bucketed(self, buckets: Buckets, org, *, summed: bool = True) -> tuple[str, list, dict[str, str]] | None:
-        """SQL of the part's rows summed per bucket (on PostgreSQL; not `summed`: each row in its
-        bucket): columns b (the bucket's index, as width_bucket() finds it, like Buckets.index),
-        g0, g1... (the group values) and one per measure (named in the dict returned); None when
-        it selects nothing. 30 days of hourly rows at 6-hour buckets come back as a sixth."""
+        """SQL of the part's rows summed per bucket (on PostgreSQL; not `summed`: rows read as they
+        are each in its bucket, while rows to aggregate come back summed all the same): columns b
+        (the bucket's index, as width_bucket() finds it, like Buckets.index), g0, g1... (the group
+        values) and one per measure (named in the dict returned); None when it selects nothing."""
         kind, thresholds = _thresholds(buckets, org, self.column)
         groups = [f"g{i}" for i in range(len(self.groups) - 1)]
         columns = {m: connection.ops.quote_name(f"m_{m}") for m in self.measures}
         keys, values = ", ".join(["b", *groups]), ", ".join([*groups, *columns.values()])
+        # Rows to aggregate are grouped by bucket where they are read, not by hour first: a
+        # thousand people's hourly rows of 30 days were 217,000 (hour, person) groups, spilled to
+        # disk, for 66,000 at 6-hour buckets (bench/pages.py: the Usage table at 6 h, 800 ms).
         if self.aggregates is not None:
-            # Grouped by bucket where the rows are read, not by hour first: a thousand people's
-            # hourly rows of 30 days were 217,000 (hour, person) groups, spilled to disk, for
-            # 40,000 at 6-hour buckets (bench/pages.py: the Usage table at 6 h, 800 ms).
             queryset = self.queryset.annotate(r_bucket=WidthBucket(F(self.groups[0]), thresholds, kind))
             listing = _listing(queryset, ["r_bucket", *self.groups[1:]], self.aggregates)
-            try:
-                sql, params = listing.query.sql_with_params()
-            except EmptyResultSet:  # .none(): a filter that selects nothing
-                return None
-            return f"SELECT b, {values} FROM ({sql}) AS summed (b, {values})", params, columns
+        else:
+            listing = self.listing()
         try:
-            sql, params = self.listing().query.sql_with_params()
-        except EmptyResultSet:
+            sql, params = listing.query.sql_with_params()
+        except EmptyResultSet:  # .none(): a filter that selects nothing
             return None
+        if self.aggregates is not None:  # summed already
+            return f"SELECT b, {values} FROM ({sql}) AS summed (b, {values})", params, columns
         slots = f"SELECT width_bucket(c, CAST(%s AS {kind}[])) - 1 AS b, {values} FROM ({sql}) AS listed (c, {values})"
         if summed:
             slots = f"SELECT {keys}, {_sums_sql(columns)} FROM ({slots}) AS slots GROUP BY {keys}"
