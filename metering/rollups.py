@@ -1,9 +1,10 @@
 """Daily rollups: rebuilt whole per (org, org-local day) from the raw rows.
 
-Rebuilding a day deletes its rollup rows and inserts them again from one
-aggregate query per rollup, in one transaction: running it twice changes
-nothing, and readers never see a half-built day. Ingestion marks the days it
-touches in DirtyDay; `dirty_days_rebuild` (the Celery beat task) clears them.
+Rebuilding a day makes its rows of each rollup those of one aggregate query
+(writing only the rows that changed: `_write_day`), in one transaction: running
+it twice changes nothing, and readers never see a half-built day. Ingestion
+marks the days it touches in DirtyDay; `dirty_days_rebuild` (the Celery beat
+task) clears them.
 """
 
 from collections.abc import Callable, Iterable
@@ -12,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import BigIntegerField, Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
@@ -196,7 +197,50 @@ def day_bounds(org: Organization, day: date) -> tuple[datetime, datetime]:
     return datetime.combine(day, time(), tz), datetime.combine(day + timedelta(days=1), time(), tz)
 
 
-def _insert_from(rollup: Rollup, org: Organization, day: date, start: datetime, end: datetime) -> None:
+def _write_day(
+    table, org: Organization, day: date, columns: list[str], rows: str, params: list, ctes: str = ""
+) -> None:
+    """Make `table`'s rows of (org, day) the rows `rows` selects (SQL giving `columns` in order,
+    each row once; `ctes` are WITH items it may use, their parameters first in `params`).
+
+    On PostgreSQL only the difference is written, in one statement: a row of the day that the
+    query no longer gives (or gives changed) is deleted, a new or changed row inserted, and a
+    row that is the same is left alone. Ingestion rebuilds today every minute, and late records
+    touch a few rows of a past day: rewriting every row each time cost ~6 us a row in index
+    upkeep alone and ~57 MB of WAL a day (bench/queries.py). Elsewhere: delete, then insert.
+    """
+    quote = connection.ops.quote_name
+    name, cols = quote(table._meta.db_table), ", ".join(quote(c) for c in columns)
+    # Written person by person, each person's rows of the day share a few pages: a member's 30
+    # days are then ~150 page reads instead of one per row (bench/queries.py).
+    order = ' ORDER BY "user_id"' if "user_id" in columns else ""
+    day_value = connection.ops.adapt_datefield_value(day)
+    with_ctes = f"WITH {ctes + ', ' if ctes else ''}"
+    if connection.vendor != "postgresql" or not table.objects.filter(org=org, day=day).exists():
+        table.objects.filter(org=org, day=day).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"{with_ctes}new ({cols}) AS MATERIALIZED ({rows}) INSERT INTO {name} (org_id, day, {cols}) "
+                f"SELECT %s, %s, {cols} FROM new{order}",
+                [*params, org.pk, day_value],
+            )
+        return
+    # Grouped by every column (GROUP BY takes NULLs as equal), each row is in the day's rows
+    # (`ids`), in the query's (`news`), or both. Extra copies of a row are deleted too.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{with_ctes}new ({cols}) AS MATERIALIZED ({rows}), "
+            f"diff AS (SELECT {cols}, COUNT(*) - COUNT(id) AS news, ARRAY_AGG(id) FILTER (WHERE id IS NOT NULL) AS ids "
+            f"FROM (SELECT id, {cols} FROM {name} WHERE org_id = %s AND day = %s "
+            f"UNION ALL SELECT NULL, {cols} FROM new) day_rows GROUP BY {cols}), "
+            f"gone AS (DELETE FROM {name} WHERE id IN "
+            f"(SELECT UNNEST(ids[news + 1:]) FROM diff WHERE CARDINALITY(ids) > news)) "
+            f"INSERT INTO {name} (org_id, day, {cols}) SELECT %s, %s, {cols} FROM diff WHERE ids IS NULL{order}",
+            [*params, org.pk, day_value, org.pk, day_value],
+        )
+
+
+def _write_from(rollup: Rollup, org: Organization, day: date, start: datetime, end: datetime) -> None:
     if isinstance(rollup.rows, Staged):
         aliases, sql, params = rollup.rows.aliases, rollup.rows.sql(), []
     else:
@@ -206,57 +250,49 @@ def _insert_from(rollup: Rollup, org: Organization, day: date, start: datetime, 
         aliases = [*query.query.values_select, *query.query.annotation_select]
         sql, params = query.query.sql_with_params()
     fields = {f.name: f for f in rollup.table._meta.concrete_fields}
-    targets = [fields["tag" if alias == "tags" else alias.removeprefix("r_")] for alias in aliases]
-    quote = connection.ops.quote_name
-    # Written person by person, each person's rows of the day share a few pages: a member's 30
-    # days are then ~150 page reads instead of one per row (bench/queries.py). MATERIALIZED
-    # keeps the sort after the aggregate: pushed into it, PostgreSQL read the day's records in
-    # (user, time) index order, one heap fetch per record, twice as slow.
-    order = ' ORDER BY agg."user"' if "user" in aliases else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH agg AS MATERIALIZED ({sql}) "
-            f"INSERT INTO {quote(rollup.table._meta.db_table)} "
-            f"(org_id, day, {', '.join(quote(f.column) for f in targets)}) "
-            f"SELECT %s, %s, {', '.join('agg.' + quote(alias) for alias in aliases)} FROM agg{order}",
-            [*params, org.pk, connection.ops.adapt_datefield_value(day)],
-        )
+    columns = [fields["tag" if alias == "tags" else alias.removeprefix("r_")].column for alias in aliases]
+    select = ", ".join(f"agg.{connection.ops.quote_name(alias)}" for alias in aliases)
+    _write_day(rollup.table, org, day, columns, f"SELECT {select} FROM ({sql}) agg", params)
 
 
 _NO_ID = "CAST(NULL AS BIGINT)"
 
 
-def _insert_conversation_counts(org: Organization, day: date) -> None:
+def _conversation_neighbours(nearest: str, compare: str) -> str:
+    """WITH items: `near` holds the day's (conversation, user, agent), each with the nearest other
+    day (MAX of the earlier or MIN of the later ones, as `nearest` and `compare` say) the
+    conversation was active on at all (`overall`), with that user and with that agent, from
+    one index probe of the conversation's rows for all three. Parameters: org, day, org, day."""
+    daily = connection.ops.quote_name(ConversationDaily._meta.db_table)
+    return (
+        f"today AS (SELECT DISTINCT conversation_id, user_id, agent_id FROM {daily} WHERE org_id = %s AND day = %s), "
+        f"near AS (SELECT t.conversation_id, t.user_id, t.agent_id, {nearest}(e.day) AS overall, "
+        f"{nearest}(CASE WHEN e.user_id = t.user_id THEN e.day END) AS same_user, "
+        # NULL agents are their own group ("no agent"): IS NOT DISTINCT FROM matches them.
+        f"{nearest}(CASE WHEN e.agent_id IS NOT DISTINCT FROM t.agent_id THEN e.day END) AS same_agent "
+        f"FROM today t LEFT JOIN {daily} e "
+        f"ON e.org_id = %s AND e.conversation_id = t.conversation_id AND e.day {compare} %s "
+        f"GROUP BY t.conversation_id, t.user_id, t.agent_id)"
+    )
+
+
+def _write_conversation_counts(org: Organization, day: date) -> None:
     """ConversationDayCount of the day: each of its (conversation, user, agent) with the latest
     earlier day the conversation was active on at all, with that user and with that agent, from
-    the rows earlier rebuilds wrote (one index probe of the conversation's earlier rows for all
-    three), counted by that day for the org, per user and per agent."""
-    quote = connection.ops.quote_name
-    daily = quote(ConversationDaily._meta.db_table)
-    day_value = connection.ops.adapt_datefield_value(day)
+    the rows earlier rebuilds wrote, counted by that day for the org, per user and per agent."""
     counts = " UNION ALL ".join(
-        f"SELECT %s, %s, '{grain}', {user}, {agent}, {prev}, COUNT(DISTINCT conversation_id) FROM prev GROUP BY {keys}"
+        f"SELECT '{grain}', {user}, {agent}, {prev}, COUNT(DISTINCT conversation_id) FROM near GROUP BY {keys}"
         for grain, user, agent, prev, keys in (
             ("org", _NO_ID, _NO_ID, "overall", "overall"),
             ("user", "user_id", _NO_ID, "same_user", "user_id, same_user"),
-            # NULL agents are their own group ("no agent"): IS NOT DISTINCT FROM matches them.
             ("agent", _NO_ID, "agent_id", "same_agent", "agent_id, same_agent"),
         )
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH today AS (SELECT DISTINCT conversation_id, user_id, agent_id FROM {daily} "
-            f"WHERE org_id = %s AND day = %s), "
-            f"prev AS (SELECT t.conversation_id, t.user_id, t.agent_id, MAX(e.day) AS overall, "
-            f"MAX(CASE WHEN e.user_id = t.user_id THEN e.day END) AS same_user, "
-            f"MAX(CASE WHEN e.agent_id IS NOT DISTINCT FROM t.agent_id THEN e.day END) AS same_agent "
-            f"FROM today t LEFT JOIN {daily} e "
-            f"ON e.org_id = %s AND e.conversation_id = t.conversation_id AND e.day < %s "
-            f"GROUP BY t.conversation_id, t.user_id, t.agent_id) "
-            f"INSERT INTO {quote(ConversationDayCount._meta.db_table)} "
-            f"(org_id, day, grain, user_id, agent_id, prev_day, conversations) {counts}",
-            [org.pk, day_value, org.pk, day_value, *[org.pk, day_value] * 3],
-        )
+    day_value = connection.ops.adapt_datefield_value(day)
+    columns = ["grain", "user_id", "agent_id", "prev_day", "conversations"]
+    _write_day(
+        ConversationDayCount, org, day, columns, counts, [org.pk, day_value] * 2, _conversation_neighbours("MAX", "<")
+    )
 
 
 def _resources(org: Organization, day: date, start: datetime, end: datetime) -> list[ResourceDaily]:
@@ -305,13 +341,12 @@ STAGED_HOURS = (
 USAGE_HOURLY_BY = {**{name: STAGED_HOURS for name in _HOURLY_KEYS}, "project,service_type": STAGED_HOURS}
 
 
-def _insert_by_dimension(org: Organization, day: date, target, sources: dict, measures, keys=()) -> None:
+def _write_by_dimension(org: Organization, day: date, target, sources: dict, measures, keys=()) -> None:
     """`target`'s rows of the day, one dimension at a time, in one statement that reads each
     source's rows of the day once (MATERIALIZED) for all of its dimensions. A source is a
     rollup model, or SQL of rows with UsageDaily's column names (STAGED_HOURS)."""
     quote = connection.ops.quote_name
     sums = ", ".join(f"SUM({quote(c)})" for c in measures)
-    columns = ", ".join(quote(c) for c in (*keys, *measures))
     keys_sql = "".join(f"{quote(k)}, " for k in keys)
     tables = {source: f"day_{n}" for n, source in enumerate(dict.fromkeys(sources.values()))}
     ctes, params = [], []
@@ -329,32 +364,22 @@ def _insert_by_dimension(org: Organization, day: date, target, sources: dict, me
         parts = [quote(model._meta.get_field(part).column) for part in name.split(",")]
         other = (f", CAST({parts[1]} AS TEXT)" if len(parts) > 1 else ", NULL") if pairs else ""
         selects.append(
-            f"SELECT %s, %s, '{name}', CAST({parts[0]} AS TEXT){other}, {keys_sql}{sums} "
+            f"SELECT '{name}', CAST({parts[0]} AS TEXT){other}, {keys_sql}{sums} "
             f"FROM {tables[source]} GROUP BY {keys_sql}{', '.join(parts)}"
         )
-        params += [org.pk, connection.ops.adapt_datefield_value(day)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH {', '.join(ctes)} INSERT INTO {quote(target._meta.db_table)} "
-            f"(org_id, day, dimension, value{', other' if pairs else ''}, {columns}) " + " UNION ALL ".join(selects),
-            params,
-        )
+    columns = ["dimension", "value", *(["other"] if pairs else []), *keys, *measures]
+    _write_day(target, org, day, columns, " UNION ALL ".join(selects), params, ", ".join(ctes))
 
 
-def _insert_active_users(org: Organization, day: date) -> None:
+def _write_active_users(org: Organization, day: date) -> None:
     """ActiveUserDaily of the day: the users of its usage and its activity (UNION drops repeats)."""
-    quote = connection.ops.quote_name
     selects = [
-        f"SELECT org_id, day, CAST(value AS BIGINT) FROM {quote(source._meta.db_table)} "
+        f"SELECT CAST(value AS BIGINT) FROM {connection.ops.quote_name(source._meta.db_table)} "
         f"WHERE org_id = %s AND day = %s AND dimension = 'user'"
         for source in (UsageDailyBy, ActivityDailyBy)
     ]
     day_value = connection.ops.adapt_datefield_value(day)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(ActiveUserDaily._meta.db_table)} (org_id, day, user_id) {' UNION '.join(selects)}",
-            [org.pk, day_value, org.pk, day_value],
-        )
+    _write_day(ActiveUserDaily, org, day, ["user_id"], " UNION ".join(selects), [org.pk, day_value] * 2)
 
 
 def _conversation_rows_of(org: Organization, day: date) -> int:
@@ -368,21 +393,15 @@ def _mark_next_conversation_days(org: Organization, day: date) -> None:
     had it already; rebuilding them changes nothing, and late data is rare."""
     if not ConversationDaily.objects.filter(org=org, day__gt=day).exists():
         return
-    todays = ConversationDaily.objects.filter(org=org, day=day)
-    later = ConversationDaily.objects.filter(org=org, conversation_id=OuterRef("conversation_id"), day__gt=day)
-
-    def first(rows):
-        return Subquery(rows.order_by("day").values("day")[:1])
-
-    next_days = todays.annotate(
-        overall=first(later),
-        same_user=first(later.filter(user=OuterRef("user"))),
-        same_agent=first(later.filter(agent=OuterRef("agent"))),
-        no_agent=first(later.filter(agent__isnull=True)),
-    ).values_list("agent", "overall", "same_user", "same_agent", "no_agent")
-    days = set()
-    for agent, overall, same_user, same_agent, no_agent in next_days:
-        days |= {overall, same_user, same_agent if agent is not None else no_agent} - {None}
+    day_value = connection.ops.adapt_datefield_value(day)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH {_conversation_neighbours('MIN', '>')} "
+            "SELECT overall FROM near UNION SELECT same_user FROM near UNION SELECT same_agent FROM near",
+            [org.pk, day_value] * 2,
+        )
+        # (SQLite gives the days as ISO strings.)
+        days = {value if isinstance(value, date) else date.fromisoformat(value) for (value,) in cursor if value}
     mark_days_dirty(org, days)
 
 
@@ -393,34 +412,27 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
         if connection.vendor == "postgresql":
             # Measured on a 10M-record day (bench/queries.py): compiling these one-off
             # aggregates costs the JIT ~50 ms each for nothing; the default work_mem sends
-            # their sorts to disk; the planner, guessing 6x too many groups, sorts 180,000 rows
-            # where hashing them takes half the time; and it hash-joins the whole tag table to a
+            # their sorts to disk, and a hash of _write_day's ARRAY_AGGs (planned at 8 kB each)
+            # spilled 23,000 groups that took 13 MB; the planner, guessing 6x too many groups,
+            # sorts 180,000 rows where hashing them takes half the time; and it hash-joins the whole tag table to a
             # day's records (640 ms) where probing the (record, tag) index per record takes 190 ms.
-            # The only join in a rebuild is that one.
+            # The rebuild's other joins probe an index per row as well.
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off; "
-                    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+                    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL hash_mem_multiplier = 8; "
+                    "SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
                 )
         conversation_rows_before = _conversation_rows_of(org, day)
         _stage(org, start, end)
         for rollup in ROLLUPS:
-            rollup.table.objects.filter(org=org, day=day).delete()
-            _insert_from(rollup, org, day, start, end)
-        UsageHourlyBy.objects.filter(org=org, day=day).delete()
-        _insert_by_dimension(org, day, UsageHourlyBy, USAGE_HOURLY_BY, UsageDaily.measure_names(), ("hour",))
+            _write_from(rollup, org, day, start, end)
+        _write_by_dimension(org, day, UsageHourlyBy, USAGE_HOURLY_BY, UsageDaily.measure_names(), ("hour",))
         _unstage()
         usage_measures = [f.column for f in UsageDailyBy._meta.concrete_fields if f.name in UsageDaily.measure_names()]
-        for target, sources, measures, keys in (
-            (UsageDailyBy, USAGE_BY, usage_measures, ()),
-            (ActivityDailyBy, ACTIVITY_BY, ACTIVITY_MEASURES, ("kind",)),
-        ):
-            target.objects.filter(org=org, day=day).delete()
-            _insert_by_dimension(org, day, target, sources, measures, keys)
-        ConversationDayCount.objects.filter(org=org, day=day).delete()
-        _insert_conversation_counts(org, day)
-        ActiveUserDaily.objects.filter(org=org, day=day).delete()
-        _insert_active_users(org, day)
+        _write_by_dimension(org, day, UsageDailyBy, USAGE_BY, usage_measures)
+        _write_by_dimension(org, day, ActivityDailyBy, ACTIVITY_BY, ACTIVITY_MEASURES, ("kind",))
+        _write_conversation_counts(org, day)
+        _write_active_users(org, day)
         ResourceDaily.objects.filter(org=org, day=day).delete()
         ResourceDaily.objects.bulk_create(_resources(org, day, start, end))
         # Records are never removed, so a day's conversation rows only ever grow: the same count

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db import connection
 
 from accounts.access import Scope, scope_for_user
 from accounts.models import Role, User
@@ -157,6 +158,34 @@ def test_rebuilding_twice_changes_nothing(ingested, org):
     first = snapshot()
     rollup_day_rebuild(org=org, day=date(2026, 10, 25))
     assert snapshot() == first and first
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="elsewhere a rebuild deletes the day and inserts it")
+def test_a_rebuild_rewrites_only_the_rows_that_changed(ingested, org):
+    day = date(2026, 10, 25)
+    dirty_days_rebuild()
+
+    def ids():
+        return {row.project_id: row.pk for row in UsageDaily.objects.filter(day=day)}
+
+    before = ids()
+    UsageRecord.objects.filter(request_id="r-3").update(cost=Decimal("1.5"))  # as reprice does
+    rollup_day_rebuild(org=org, day=day)
+    after = ids()
+    atlas = UsageDaily.objects.get(day=day, project__name="Atlas")
+    assert atlas.cost == Decimal("1.5") and before.keys() == after.keys() == {None, atlas.project_id}
+    assert after[None] == before[None] and after[atlas.project_id] != before[atlas.project_id]
+    assert rollup_usage_by_day(UsageDaily, org) == raw_usage_by_local_day(org)
+
+
+def test_a_rebuild_removes_stray_copies_of_a_row(ingested, org):
+    dirty_days_rebuild()
+    stray = UsageDaily.objects.get(day=date(2026, 10, 25), project__isnull=True)
+    stray.pk = None
+    stray.save()
+    assert rollup_usage_by_day(UsageDaily, org) != raw_usage_by_local_day(org)
+    rollup_day_rebuild(org=org, day=date(2026, 10, 25))
+    assert rollup_usage_by_day(UsageDaily, org) == raw_usage_by_local_day(org)
 
 
 def test_a_day_marked_again_during_its_rebuild_stays_dirty(ingested, org, monkeypatch):
