@@ -226,17 +226,18 @@ def _write_day(
             )
         return
     # Grouped by every column (GROUP BY takes NULLs as equal), each row is in the day's rows
-    # (`ids`), in the query's (`news`), or both. Extra copies of a row are deleted too.
+    # (`keep` is one of their ids), in the query's (`news`), or both. The day's rows that are
+    # not kept go: those the query no longer gives, and any extra copies of a row.
     with connection.cursor() as cursor:
         cursor.execute(
             f"{with_ctes}new ({cols}) AS MATERIALIZED ({rows}), "
-            f"diff AS (SELECT {cols}, COUNT(*) - COUNT(id) AS news, ARRAY_AGG(id) FILTER (WHERE id IS NOT NULL) AS ids "
+            f"diff AS (SELECT {cols}, COUNT(*) - COUNT(id) AS news, MIN(id) AS keep "
             f"FROM (SELECT id, {cols} FROM {name} WHERE org_id = %s AND day = %s "
             f"UNION ALL SELECT NULL, {cols} FROM new) day_rows GROUP BY {cols}), "
-            f"gone AS (DELETE FROM {name} WHERE id IN "
-            f"(SELECT UNNEST(ids[news + 1:]) FROM diff WHERE CARDINALITY(ids) > news)) "
-            f"INSERT INTO {name} (org_id, day, {cols}) SELECT %s, %s, {cols} FROM diff WHERE ids IS NULL{order}",
-            [*params, org.pk, day_value, org.pk, day_value],
+            f"gone AS (DELETE FROM {name} WHERE org_id = %s AND day = %s AND id NOT IN "
+            f"(SELECT keep FROM diff WHERE news > 0 AND keep IS NOT NULL)) "
+            f"INSERT INTO {name} (org_id, day, {cols}) SELECT %s, %s, {cols} FROM diff WHERE keep IS NULL{order}",
+            [*params, *[org.pk, day_value] * 3],
         )
 
 
@@ -420,15 +421,14 @@ def rollup_day_rebuild(*, org: Organization, day: date) -> None:
         if connection.vendor == "postgresql":
             # Measured on a 10M-record day (bench/queries.py): compiling these one-off
             # aggregates costs the JIT ~50 ms each for nothing; the default work_mem sends
-            # their sorts to disk, and a hash of _write_day's ARRAY_AGGs (planned at 8 kB each)
-            # spilled 23,000 groups that took 13 MB; the planner, guessing 6x too many groups,
-            # sorts 180,000 rows where hashing them takes half the time; and it hash-joins the whole tag table to a
+            # their sorts to disk; the planner, guessing 6x too many groups, sorts 180,000 rows
+            # where hashing them takes half the time; and it hash-joins the whole tag table to a
             # day's records (640 ms) where probing the (record, tag) index per record takes 190 ms.
             # The rebuild's other joins probe an index per row as well.
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL hash_mem_multiplier = 8; "
-                    "SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+                    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off; "
+                    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
                 )
         conversation_rows_before = _conversation_rows_of(org, day)
         _stage(org, start, end)
