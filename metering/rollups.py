@@ -217,11 +217,12 @@ def _write_day(
     """Make `table`'s rows of (org, day) the rows `rows` selects (SQL giving `columns` in order,
     each row once; `ctes` are WITH items it may use, their parameters first in `params`).
 
-    On PostgreSQL only the difference is written, in one statement: a row of the day that the
-    query no longer gives (or gives changed) is deleted, a new or changed row inserted, and a
-    row that is the same is left alone. Ingestion rebuilds today every minute, and late records
-    touch a few rows of a past day: rewriting every row each time cost ~6 us a row in index
-    upkeep alone and ~57 MB of WAL a day (bench/queries.py). Elsewhere: delete, then insert.
+    On PostgreSQL, once the day has rows, only the difference is written, in one statement: a
+    row of the day that the query no longer gives (or gives changed) is deleted, a new or
+    changed row inserted, and a row that is the same is left alone. Ingestion rebuilds today
+    every minute, and late records touch a few rows of a past day: rewriting every row each
+    time cost ~6 us a row in index upkeep and ~57 MB of WAL a day (bench/queries.py).
+    Otherwise: delete, then insert.
     """
     quote = connection.ops.quote_name
     name, cols = quote(table._meta.db_table), ", ".join(quote(c) for c in columns)
