@@ -7,10 +7,12 @@ marks the days it touches in DirtyDay; `dirty_days_rebuild` (the Celery beat
 task) clears them.
 """
 
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import reduce
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -124,11 +126,13 @@ def staged_sum(name: str) -> str:
 
 def _staged_usage(org, start, end) -> QuerySet:
     window = UsageRecord.objects.filter(org=org, timestamp__gte=start, timestamp__lt=end)
-    hours = window.annotate(r_hour=TruncHour("timestamp", tzinfo=UTC))
-    ids = {"r_first_id": Min("id"), "r_last_id": Max("id")}  # see _by_tag
+    # The records' band of ids and their ids' range: see _by_tag.
+    hours = window.annotate(r_hour=TruncHour("timestamp", tzinfo=UTC), r_band=F("id") / ID_BAND)
+    ids = {"r_first_id": Min("id"), "r_last_id": Max("id")}
     in_units = {f"r_{m}": Cast(Round(USAGE_MEASURES[f"r_{m}"] / MONEY_UNIT), BigIntegerField()) for m in STAGED_MONEY}
     measures = {**USAGE_MEASURES, **in_units}
-    return hours.values("r_hour", *USAGE_KEYS, "session", "conversation_id").annotate(**measures, **ids).order_by()
+    groups = ("r_hour", *USAGE_KEYS, "session", "conversation_id", "r_band")
+    return hours.values(*groups).annotate(**measures, **ids).order_by()
 
 
 def _staged_activity(org, start, end) -> QuerySet:
@@ -151,18 +155,29 @@ def _unstage() -> None:
             cursor.execute(f"DROP TABLE {table}")
 
 
+ID_BAND = 100_000
+
+
 def _by_tag(org, day, start, end):
     """The day's records per tag, from their tag links (untagged records have no row here; tags
-    are not staged: they would multiply the staged rows). The links are found by the range of
-    the day's record ids as well: records arrive about in time order, so PostgreSQL reads that
-    range of links and looks each record up (the 49,000 links of a 131,000-record day) instead
-    of probing the links of every record; a range stretched by late records it reads as before."""
+    are not staged: they would multiply the staged rows). The links are found by the ranges of
+    the day's record ids as well: records arrive about in time order, so PostgreSQL reads those
+    ranges of links and looks each record up (the 49,000 links of a 131,000-record day) instead
+    of probing the links of every record (2.5x as long). The ranges are runs of the bands of
+    100,000 ids the day's records fall in: records that came late make a range of their own
+    instead of stretching the day's over every id in between."""
     links = UsageRecordTag.objects.filter(record__org=org, record__timestamp__gte=start, record__timestamp__lt=end)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT MIN(r_first_id), MAX(r_last_id) FROM {USAGE_STAGE}")
-        first, last = cursor.fetchone()
-    if first is not None:
-        links = links.filter(record__gte=first, record__lte=last)
+        cursor.execute(f"SELECT r_band, MIN(r_first_id), MAX(r_last_id) FROM {USAGE_STAGE} GROUP BY r_band")
+        bands = sorted(cursor.fetchall())
+    runs = []
+    for band, first, last in bands:
+        if runs and band == runs[-1][0] + 1:
+            runs[-1] = (band, runs[-1][1], last)
+        else:
+            runs.append((band, first, last))
+    if runs:
+        links = links.filter(reduce(operator.or_, (Q(record__gte=first, record__lte=last) for _, first, last in runs)))
     dims = {
         "tags": F("tag"),
         **{d: F(f"record__{d}") for d in ("user", "team", "project", "agent", "model", "service_type")},

@@ -23,6 +23,7 @@ from metering.models import (
     UsageDaily,
     UsageDailyByTag,
     UsageRecord,
+    UsageRecordTag,
 )
 from metering.rollups import dirty_days_rebuild, mark_days_dirty, rollup_day_rebuild
 from metering.selectors import Query, summary
@@ -131,6 +132,19 @@ def test_a_record_with_two_tags_counts_under_each(ingested, org):
     dirty_days_rebuild()
     by_tag = {(row.tag.name, row.day): row.requests for row in UsageDailyByTag.objects.select_related("tag")}
     assert by_tag == {("a", date(2026, 10, 24)): 1, ("b", date(2026, 10, 24)): 1, ("a", date(2026, 10, 25)): 1}
+
+
+def test_tag_rollups_find_records_whose_ids_lie_apart(client, ingested, org, monkeypatch):
+    # Every id its own band: records of a day whose ids are not consecutive (here a late record)
+    # are found through several ranges of ids.
+    monkeypatch.setattr(rollups, "ID_BAND", 1)
+    ingest(client, org, {"usage": [usage(9, "2026-10-24T12:00:00Z", tags=["a"]), usage(10, "2026-10-26T09:00:00Z")]})
+    dirty_days_rebuild()
+    by_tag = defaultdict(int)
+    for link in UsageRecordTag.objects.select_related("record", "tag"):
+        by_tag[link.tag.name, link.record.timestamp.astimezone(org.tzinfo).date()] += 1
+    assert by_tag[("a", date(2026, 10, 24))] == 2
+    assert {(row.tag.name, row.day): row.requests for row in UsageDailyByTag.objects.select_related("tag")} == by_tag
 
 
 def test_activity_sessions_and_resources_are_rolled_up(ingested, org):
