@@ -73,7 +73,7 @@ USAGE_MEASURES = usage_measures()
 @dataclass(frozen=True)
 class Staged:
     """Rows grouped from one of the day's staged tables (see `_stage`): `keys` are its columns,
-    named as the rollup's fields, and each of `sums` is the SUM of its r_<field> column."""
+    named as the rollup's fields, and each of `sums` the sum of its r_<field> column (staged_sum)."""
 
     source: str  # a staged table, or any FROM item over them
     keys: tuple[str, ...]
