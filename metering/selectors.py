@@ -857,7 +857,7 @@ def conversation_count(query: Query, parts: Plan) -> int:
     if query.filters.select_nothing:
         return 0
     one_user = _one_user(query)
-    if (_whole_org(query) or one_user) and _run_of_days(parts):
+    if (_whole_org(query) or one_user) and parts.days:
         return _counted_conversations(query, parts, one_user)
     table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
     days, raw = _split(query, parts, table)
@@ -887,58 +887,74 @@ def _one_user(query: Query) -> int | None:
 
 
 def _counted_conversations(query: Query, parts: Plan, user: int | None) -> int:
-    """Conversations over a run of whole clean days (ConversationDayCount: each counted on its
-    first day in the run), of the org or of one user, plus those of the raw edges not active on
-    any of those days."""
-    first, last = parts.days[0], parts.days[-1]
-    counts = _first_in_run(query, parts, grain="user" if user is not None else "org").filter(user=user)
-    count = counts.aggregate(n=Sum("conversations"))["n"]
+    """Conversations over the whole clean days (ConversationDayCount: each counted on its first
+    day in their span), of the org or of one user, plus those of the raw parts that no clean day
+    counted."""
+    counts = _first_in_span(query, parts, grain="user" if user is not None else "org").filter(user=user)
+    count = counts.aggregate(n=Sum("conversations"))["n"] or 0
     if not parts.raw:
-        return count or 0
+        return count
     mine = Q(user=user) if user is not None else Q()
-    rolled_up = ConversationDaily.objects.filter(
-        mine, org=query.org, day__gte=first, day__lte=last, conversation_id=OuterRef("conversation_id")
-    )
-    edges = _column(UsageRecord.objects.filter(mine, _time_q(parts.raw), org=query.org), "conversation_id")
-    return (count or 0) + edges.filter(~Exists(rolled_up)).count()
+    edges = UsageRecord.objects.filter(mine, _time_q(parts.raw), org=query.org)
+    return count + _uncounted(edges, query, parts, user=user).get(None, 0)
 
 
-def _first_in_run(query: Query, parts: Plan, *, grain: str) -> QuerySet:
-    """The ConversationDayCount rows of `grain` counting conversations on their first day in the
-    run of whole days parts.days."""
+def _first_in_span(query: Query, parts: Plan, *, grain: str) -> QuerySet:
+    """The ConversationDayCount rows of `grain` of the whole clean days (parts.days) that count
+    conversations on their first day in the span from the first of those days to the last."""
+    counts = ConversationDayCount.objects.filter(org=query.org, grain=grain, day__in=parts.days)
+    return counts.filter(Q(prev_day__isnull=True) | Q(prev_day__lt=parts.days[0]))
+
+
+def _uncounted(edges: QuerySet, query: Query, parts: Plan, *, user: int | None = None, by_agent=False) -> dict:
+    """{agent (None unless by_agent): the conversations of the raw records `edges` that the
+    clean days' _first_in_span rows did not count (for that agent, or for `user`)}: those with no
+    ConversationDaily row in the span, or whose first row there is a dirty day's. A dirty day
+    inside the span is read raw and its rows are stale; but records are never removed, so they
+    still hold all the day had when it was built, and the clean days after it took those
+    conversations as seen. One index probe of each distinct conversation (not of each record:
+    two dirty days are 330,000 records of 50,000 conversations on the benchmark)."""
     first, last = parts.days[0], parts.days[-1]
-    counts = ConversationDayCount.objects.filter(org=query.org, grain=grain, day__gte=first, day__lte=last)
-    return counts.filter(Q(prev_day__isnull=True) | Q(prev_day__lt=first))
-
-
-def _run_of_days(parts: Plan) -> bool:
-    return bool(parts.days) and (parts.days[-1] - parts.days[0]).days + 1 == len(parts.days)
+    clean = set(parts.days)
+    dirty = [day for day in (first + timedelta(days=n) for n in range((last - first).days)) if day not in clean]
+    pairs = {"r_conversation": F("conversation_id"), **({"r_agent": F("agent")} if by_agent else {})}
+    distinct = edges.exclude(conversation_id="").values(**pairs).order_by().distinct()
+    sql, params = distinct.query.sql_with_params()
+    same, same_params = "", []
+    if by_agent:
+        same = " AND (c.agent_id = e.r_agent OR c.agent_id IS NULL AND e.r_agent IS NULL)"
+    elif user is not None:
+        same, same_params = " AND c.user_id = %s", [user]
+    first_day = (
+        f"(SELECT c.day FROM {connection.ops.quote_name(ConversationDaily._meta.db_table)} c WHERE c.org_id = %s "
+        f"AND c.conversation_id = e.r_conversation AND c.day >= %s AND c.day <= %s{same} ORDER BY c.day LIMIT 1)"
+    )
+    first_value, last_value, *dirty_values = (connection.ops.adapt_datefield_value(d) for d in (first, last, *dirty))
+    params = [*params, query.org.pk, first_value, last_value, *same_params, *dirty_values]
+    in_dirty = ", ".join(["%s"] * len(dirty))
+    uncounted = f"COALESCE({first_day} IN ({in_dirty}), TRUE)" if dirty else f"{first_day} IS NULL"
+    agent = "e.r_agent" if by_agent else "NULL"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {agent}, COUNT(*) FROM ({sql}) e WHERE {uncounted} GROUP BY 1", params)
+        return dict(cursor.fetchall())
 
 
 def _conversations_per_agent(query: Query, parts: Plan) -> dict:
-    """conversation_counts(query, "agent") of the whole org over a run of whole clean days (and
-    raw edges): each agent's from ConversationDayCount, plus the conversations of the edges not
-    active with that agent on any of those days. On the benchmark's 10M records, 30 days: 1.7 s
+    """conversation_counts(query, "agent") of the whole org over whole clean days (and raw
+    parts): each agent's from ConversationDayCount, plus the conversations of the raw parts
+    that no clean day counted for that agent. On the benchmark's 10M records, 30 days: 1.7 s
     for the distinct (agent, conversation) pairs, a few ms this way."""
     result = {
         row["agent"]: row["n"]
-        for row in _first_in_run(query, parts, grain="agent")
+        for row in _first_in_span(query, parts, grain="agent")
         .values("agent")
         .annotate(n=Sum("conversations"))
         .order_by()
     }
     if parts.raw:
-        first, last = parts.days[0], parts.days[-1]
-        rolled = ConversationDaily.objects.filter(
-            org=query.org, day__gte=first, day__lte=last, conversation_id=OuterRef("conversation_id")
-        )
-        edges = UsageRecord.objects.filter(_time_q(parts.raw), org=query.org).exclude(conversation_id="")
-        new = edges.filter(
-            Q(agent__isnull=False) & ~Exists(rolled.filter(agent=OuterRef("agent")))
-            | Q(agent__isnull=True) & ~Exists(rolled.filter(agent__isnull=True))
-        )
-        for agent, _ in new.values_list("agent", "conversation_id").order_by().distinct():
-            result[agent] = result.get(agent, 0) + 1
+        edges = UsageRecord.objects.filter(_time_q(parts.raw), org=query.org)
+        for agent, n in _uncounted(edges, query, parts, by_agent=True).items():
+            result[agent] = result.get(agent, 0) + n
     return {agent: n for agent, n in result.items() if n}
 
 
@@ -1422,7 +1438,7 @@ def conversation_counts(query: Query, dimension: str) -> dict:
     if query.filters.select_nothing:
         return {}
     parts = plan(query.org, query.start, query.end)
-    if dimension == "agent" and _whole_org(query) and _run_of_days(parts):
+    if dimension == "agent" and _whole_org(query) and parts.days:
         return _conversations_per_agent(query, parts)
     table = _covering(CONVERSATION_DAY, query, USAGE_RAW.dims)
     days, raw = _split(query, parts, table)

@@ -26,7 +26,7 @@ from metering.models import (
     UsageRecordTag,
 )
 from metering.rollups import dirty_days_rebuild, mark_days_dirty, rollup_day_rebuild
-from metering.selectors import Query, summary
+from metering.selectors import Query, conversation_counts, summary
 
 NOW = datetime(2026, 10, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -299,6 +299,28 @@ def test_a_late_record_that_gives_a_day_a_conversation_marks_its_next_day_dirty(
     assert not DirtyDay.objects.exists()
     assert conversation_days(org) == {(date(2026, 10, 21), None): 1, (date(2026, 10, 23), date(2026, 10, 21)): 1}
     assert summary(whole_org_query(org, date(2026, 10, 21), date(2026, 10, 23)))["conversations"] == 1
+
+
+def test_a_dirty_day_between_clean_ones_counts_each_conversation_once(client, org):
+    ingest(client, org, {"usage": [
+        usage(1, "2026-10-20T10:00:00+02:00", conversation_id="c-1"),
+        usage(2, "2026-10-21T10:00:00+02:00", conversation_id="c-2"),
+        usage(3, "2026-10-22T10:00:00+02:00", conversation_id="c-2"),
+        usage(4, "2026-10-22T11:00:00+02:00", conversation_id="c-3"),
+    ]})  # fmt: skip
+    dirty_days_rebuild()
+    # c-3 came to the 21st late: that day is read raw; the 22nd still counts c-3 as new, and c-2
+    # as seen on the 21st, whose stale rows are all that counts it.
+    ingest(client, org, {"usage": [usage(5, "2026-10-21T12:00:00+02:00", conversation_id="c-3")]})
+    assert set(DirtyDay.objects.values_list("day", flat=True)) == {date(2026, 10, 21)}
+    days = whole_org_query(org, date(2026, 10, 20), date(2026, 10, 22))
+
+    assert summary(days)["conversations"] == 3
+    assert conversation_counts(days, "agent") == {None: 3}
+    ana = scope_for_user(User.objects.get(email="ana@example.com"), org)
+    assert summary(Query(ana, days.start, days.end))["conversations"] == 3
+    dirty_days_rebuild()
+    assert summary(days)["conversations"] == 3
 
 
 def test_a_session_spanning_the_whole_period_without_a_record_in_it_is_not_counted(client, org):
