@@ -82,11 +82,14 @@ def rollup_models() -> list:
 
 
 def empty_rollups(org, day) -> None:
+    """Delete the day's rollup rows, then VACUUM: a day's real first build finds no dead rows of
+    it in the rollups' indexes (with them, the busiest day's first build took ~10% longer)."""
     from django.db import transaction
 
     with transaction.atomic():
         for model in rollup_models():
             model.objects.filter(org=org, day=day).delete()
+    vacuum_rollups()
 
 
 def vacuum_rollups() -> None:
