@@ -411,17 +411,40 @@ class UsageMeasures(Rollup):
         return tuple(f.name for f in UsageMeasures._meta.fields if f.name not in ("id", "org", "day"))
 
 
-class UsageDaily(UsageMeasures):
-    """Usage by every dimension but tags."""
+class RollupDimensions(models.Model):
+    """The dimensions a rollup row is attributed to, as its raw rows are: the person, their team at
+    the time, the project and the agent. Mixed into a rollup after its Rollup (or UsageMeasures)
+    base, these fields come after the org, day and measures."""
 
     user = rollup_required(User)
     team = rollup_dimension(Team)
     project = rollup_dimension(Project)
-    repository = rollup_dimension(Repository)
     agent = rollup_dimension(Agent)
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def dimension_names(cls) -> tuple[str, ...]:
+        """The fields of this base (not of the rollup it is mixed into), in order."""
+        return tuple(f.name for f in cls._meta.fields)
+
+
+class UsageDimensions(RollupDimensions):
+    """A usage rollup's dimensions by person: those of RollupDimensions, the model and the service type."""
+
     model = rollup_required(LLMModel)
-    api_key = rollup_dimension(ApiKey)
     service_type = models.CharField(max_length=20)
+
+    class Meta:
+        abstract = True
+
+
+class UsageDaily(UsageMeasures, UsageDimensions):
+    """Usage by every dimension but tags."""
+
+    repository = rollup_dimension(Repository)
+    api_key = rollup_dimension(ApiKey)
 
     class Meta:
         indexes = [
@@ -430,17 +453,11 @@ class UsageDaily(UsageMeasures):
         ]
 
 
-class UsageDailyByTag(UsageMeasures):
+class UsageDailyByTag(UsageMeasures, UsageDimensions):
     """Usage per tag, by user, team, project, agent, model and service type: a record with
     several tags counts under each of them."""
 
     tag = rollup_required(Tag)
-    user = rollup_required(User)
-    team = rollup_dimension(Team)
-    project = rollup_dimension(Project)
-    agent = rollup_dimension(Agent)
-    model = rollup_required(LLMModel)
-    service_type = models.CharField(max_length=20)
 
     class Meta:
         indexes = [models.Index(fields=["org", "day", "user"], name="usagedailybytag_org_day_user")]
@@ -526,16 +543,10 @@ class ActivityHourlyOrg(Rollup):
         indexes = [models.Index(fields=["org", "day", "hour"], name="activityhourlyorg_org_day_hour")]
 
 
-class ConversationDaily(Rollup):
+class ConversationDaily(Rollup, UsageDimensions):
     """Which conversations were active on a day, and on what: distinct conversation counts."""
 
     conversation_id = models.CharField(max_length=200)
-    user = rollup_required(User)
-    team = rollup_dimension(Team)
-    project = rollup_dimension(Project)
-    agent = rollup_dimension(Agent)
-    model = rollup_required(LLMModel)
-    service_type = models.CharField(max_length=20)
 
     class Meta:
         indexes = [
@@ -572,12 +583,8 @@ class ConversationDayCount(Rollup):
         ]
 
 
-class ActivityDaily(Rollup):
-    user = rollup_required(User)
-    team = rollup_dimension(Team)
-    project = rollup_dimension(Project)
+class ActivityDaily(Rollup, RollupDimensions):
     repository = rollup_dimension(Repository)
-    agent = rollup_dimension(Agent)
     kind = models.CharField(max_length=20)
     events = models.BigIntegerField()
     quantity = models.BigIntegerField()
@@ -621,13 +628,10 @@ class ActiveUserDaily(Rollup):
         indexes = [models.Index(fields=["org", "day"], name="activeuserdaily_org_day")]
 
 
-class ResourceDaily(Rollup):
+class ResourceDaily(Rollup, RollupDimensions):
     """Allocations spread over the days they span, in proportion to time."""
 
-    user = rollup_dimension(User)
-    team = rollup_dimension(Team)
-    project = rollup_dimension(Project)
-    agent = rollup_dimension(Agent)
+    user = rollup_dimension(User)  # a workload need not be anyone's
     cpu_core_seconds = models.DecimalField(max_digits=24, decimal_places=4)
     ram_gb_seconds = models.DecimalField(max_digits=24, decimal_places=4)
     storage_gb_seconds = models.DecimalField(max_digits=24, decimal_places=4)
@@ -636,14 +640,10 @@ class ResourceDaily(Rollup):
         indexes = [models.Index(fields=["org", "day"], name="resourcedaily_org_day")]
 
 
-class SessionDaily(Rollup):
+class SessionDaily(Rollup, RollupDimensions):
     """Which sessions were active on a day, by whom and on what: distinct session counts."""
 
     session = rollup_required(Session)
-    user = rollup_required(User)
-    team = rollup_dimension(Team)
-    project = rollup_dimension(Project)
-    agent = rollup_dimension(Agent)
 
     class Meta:
         indexes = [

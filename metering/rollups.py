@@ -32,10 +32,12 @@ from metering.models import (
     DirtyDay,
     ResourceDaily,
     ResourceUsage,
+    RollupDimensions,
     SessionDaily,
     UsageDaily,
     UsageDailyBy,
     UsageDailyByTag,
+    UsageDimensions,
     UsageHourly,
     UsageHourlyBy,
     UsageHourlyOrg,
@@ -180,7 +182,7 @@ def _by_tag(org, day, start, end):
         links = links.filter(reduce(operator.or_, (Q(record__gte=first, record__lte=last) for _, first, last in runs)))
     dims = {
         "tags": F("tag"),
-        **{d: F(f"record__{d}") for d in ("user", "team", "project", "agent", "model", "service_type")},
+        **{d: F(f"record__{d}") for d in UsageDimensions.dimension_names()},
     }
     return links.values(**dims).annotate(**usage_measures("record__")).order_by()
 
@@ -197,7 +199,7 @@ def _hourly_org(org, day, start, end):
     return UsageHourly.objects.filter(org=org, day=day).values("hour").annotate(**sums).order_by()
 
 
-_SESSION_KEYS = ("session", "user", "team", "project", "agent")
+_SESSION_KEYS = ("session", *RollupDimensions.dimension_names())
 # A session is active on a day when any of its records or events is.
 _SESSION_ROWS = " UNION ".join(
     f"SELECT {', '.join(connection.ops.quote_name(k) for k in _SESSION_KEYS)} FROM {stage} WHERE {connection.ops.quote_name('session')} IS NOT NULL"
@@ -211,8 +213,7 @@ ROLLUPS = [
     Rollup(UsageHourlyOrg, _hourly_org),
     Rollup(
         ConversationDaily,
-        Staged(USAGE_STAGE, ("conversation_id", "user", "team", "project", "agent", "model", "service_type"),
-               where="conversation_id <> ''"),
+        Staged(USAGE_STAGE, ("conversation_id", *UsageDimensions.dimension_names()), where="conversation_id <> ''"),
     ),
     Rollup(ActivityDaily, Staged(ACTIVITY_STAGE, ACTIVITY_KEYS, ACTIVITY_MEASURES)),
     Rollup(ActivityHourlyOrg, _activity_hourly_org),

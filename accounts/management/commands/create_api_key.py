@@ -1,8 +1,9 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.management.arguments import CREATE_ORG_FIRST, add_org_argument, org_by_slug
 from accounts.management.commands.create_org import validation_message
-from accounts.models import ApiKeyScope, Membership, Organization
+from accounts.models import ApiKeyScope, Membership
 from accounts.services import api_key_create
 
 
@@ -10,7 +11,7 @@ class Command(BaseCommand):
     help = "Create an API key and print its secret, once, alone on the last line."
 
     def add_arguments(self, parser):
-        parser.add_argument("org", help="org slug")
+        add_org_argument(parser)
         parser.add_argument("name", help="what the key is for, e.g. 'CI'")
         parser.add_argument(
             "--scope",
@@ -25,9 +26,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, org, name, scopes, user, **options):
-        org_row = Organization.objects.filter(slug=org).first()
-        if org_row is None:
-            raise CommandError(f"No org with slug {org!r}; create it first with `manage.py create_org`.")
+        org_row = org_by_slug(org, hint=CREATE_ORG_FIRST)
         owner = None
         if user:
             membership = (

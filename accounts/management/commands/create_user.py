@@ -1,8 +1,9 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.management.arguments import CREATE_ORG_FIRST, add_org_argument, org_by_slug
 from accounts.management.commands.create_org import validation_message
-from accounts.models import Organization, Role
+from accounts.models import Role
 from accounts.services import user_create_or_update
 
 
@@ -13,7 +14,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("org", help="org slug")
+        add_org_argument(parser)
         parser.add_argument("email")
         parser.add_argument("--role", required=True, choices=Role.values)
         parser.add_argument(
@@ -26,9 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--password", help="set their password (otherwise left as it is)")
 
     def handle(self, *args, org, email, role, teams, password, **options):
-        org_row = Organization.objects.filter(slug=org).first()
-        if org_row is None:
-            raise CommandError(f"No org with slug {org!r}; create it first with `manage.py create_org`.")
+        org_row = org_by_slug(org, hint=CREATE_ORG_FIRST)
         try:
             membership, created = user_create_or_update(
                 org=org_row,

@@ -2,9 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
-from accounts.models import Organization
+from accounts.management.arguments import add_org_argument, iso_date, org_by_slug
 from metering.management.commands.import_usage import StreamForTqdm
-from metering.management.commands.set_price import iso_date
 from metering.pricing import records_reprice
 from metering.rollups import rollups_rebuild_days
 
@@ -16,7 +15,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("org", help="org slug")
+        add_org_argument(parser)
         parser.add_argument(
             "--from", dest="start", required=True, type=iso_date, help="first day, YYYY-MM-DD in the org's time zone"
         )
@@ -25,9 +24,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, org, start, end, verbosity, **options):
-        org_row = Organization.objects.filter(slug=org).first()
-        if org_row is None:
-            raise CommandError(f"No org with slug {org!r}.")
+        org_row = org_by_slug(org)
         end = end or timezone.now().astimezone(org_row.tzinfo).date()
         if end < start:
             raise CommandError(f"--to {end} is before --from {start}.")

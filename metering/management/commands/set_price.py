@@ -1,11 +1,11 @@
 import argparse
-from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from accounts.management.arguments import iso_date
 from metering.pricing import price_set
 
 
@@ -17,13 +17,6 @@ def usd_per_million(text: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a price: use a number of US dollars, 0 or more")
     return value
-
-
-def iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
 
 
 def show(value) -> str:
