@@ -2,7 +2,8 @@
 
 Every view, API endpoint and websocket consumer turns its caller into a
 `Scope` here, then hands the scope to the metering selectors, which are the
-only code that filters usage by it.
+only code that filters usage by it (`metering.selectors.visible` turns a scope
+into the rows of metering's tables).
 
 - admin (or a Django superuser): the whole org
 - manager: usage of the teams they belong to, and their own
@@ -31,18 +32,8 @@ class Scope:
     def sees_whole_org(self) -> bool:
         return self.role == Role.ADMIN
 
-    def usage_q(self, user_field: str = "user", team_field: str = "team") -> Q:
-        """The rows of a usage-shaped table (org, user, team) that this scope may see."""
-        q = Q(org=self.org)
-        if self.role == Role.ADMIN:
-            return q
-        own = Q(**{f"{user_field}_id": self.user_id})
-        if self.role == Role.MANAGER:
-            return q & (own | Q(**{f"{team_field}_id__in": self.team_ids}))
-        return q & own
-
     def allows(self, *, user_id: int | None, team_id: int | None) -> bool:
-        """Whether a row of this org attributed to (user, team) is visible: usage_q, in Python,
+        """Whether a row of this org attributed to (user, team) is visible: metering's `visible`, in Python,
         for rows that never touch the database (Live Mode's announcements)."""
         if self.role == Role.ADMIN:
             return True

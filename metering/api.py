@@ -1,17 +1,23 @@
 """The JSON API, version 1: ingestion (DESIGN §5) and analytics (DESIGN §8). Schema at /api/v1/openapi.json."""
 
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, django_auth
+from pydantic import PlainSerializer, WithJsonSchema
 
 from accounts.access import Scope, scope_for_api_key, scope_for_request
 from accounts.models import ApiKey
 from accounts.services import api_key_authenticate
 from metering import selectors
 from metering.forms import AnalyticsForm
+from metering.pricing import format_money
 from metering.ratelimit import seconds_until_allowed
 from metering.schemas import MAX_ITEMS, IngestBody, IngestResult, loads_exact
 from metering.services import ingest_batch
@@ -153,20 +159,25 @@ def ingest(request):
 
 # --- Analytics (read) ---------------------------------------------------------------------------
 
+# The selectors answer with Decimals and aware datetimes (in the org's zone); on the wire money is
+# an exact decimal string (DESIGN section 8) and a time RFC 3339 with the zone's offset.
+Money = Annotated[Decimal, PlainSerializer(format_money, return_type=str), WithJsonSchema({"type": "string"})]
+Moment = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str), WithJsonSchema({"type": "string"})]
+
 
 class Summary(Schema):
-    start: str
-    end: str
+    start: Moment
+    end: Moment
     requests: int
     failed_requests: int
     input_tokens: int
     cached_input_tokens: int
     output_tokens: int
     total_tokens: int
-    cost: str
+    cost: Money
     sessions: int
     avg_session_duration_seconds: float
-    avg_cost_per_session: str
+    avg_cost_per_session: Money
     unique_users: int
     agent_runs: int
     accepted_diffs: int
@@ -179,8 +190,8 @@ class Summary(Schema):
 
 
 class Point(Schema):
-    start: str
-    value: int | str
+    start: Moment
+    value: int | Money
 
 
 class Timeseries(Schema):
@@ -194,8 +205,8 @@ class AgentRow(Schema):
     sessions: int
     requests: int
     total_tokens: int
-    cost: str
-    avg_cost_per_session: str
+    cost: Money
+    avg_cost_per_session: Money
     avg_duration_seconds: float
 
 
@@ -205,13 +216,13 @@ class ByAgent(Schema):
 
 class BreakdownRow(Schema):
     name: str | None
-    cost: str
+    cost: Money
     requests: int
     total_tokens: int
 
 
 class CostBreakdown(Schema):
-    total: str
+    total: Money
     by_model: list[BreakdownRow]
     by_project: list[BreakdownRow]
     by_user: list[BreakdownRow]

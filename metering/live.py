@@ -23,7 +23,7 @@ from channels.layers import get_channel_layer
 
 from accounts.models import Membership, Team
 from metering.models import LLMModel, UsageRecord
-from metering.selectors import format_money
+from metering.pricing import format_money
 
 logger = logging.getLogger(__name__)
 

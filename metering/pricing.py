@@ -27,6 +27,15 @@ def quantize_money(value: Decimal) -> Decimal:
     return value.quantize(MONEY_QUANTUM)
 
 
+def format_money(value: Decimal | int | float) -> str:
+    """Money as the API writes it, an exact decimal string with at least two decimals:
+    '12.5' -> '12.50', '0.0012345' stays."""
+    value = quantize_money(Decimal(value)).normalize()
+    if value == value.to_integral_value() or -value.as_tuple().exponent < 2:
+        return f"{value:.2f}"
+    return f"{value:f}"
+
+
 @dataclass(frozen=True)
 class Tokens:
     input: int = 0

@@ -15,6 +15,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from django import template
 from django.utils.html import format_html
 
+from metering.pricing import format_money
+
 register = template.Library()
 
 # The dashboard pages, in navigation order: (URL name, label). Each URL takes `org_slug`.
@@ -83,6 +85,12 @@ def compact(value):
 def _with_currency(amount: str, currency: str) -> str:
     symbol = CURRENCY_SYMBOLS.get(currency)
     return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+
+
+@register.filter
+def exact_money(value):
+    """A query-layer Decimal as the API writes it, for data-value hooks: '12.50', '0.0012345'."""
+    return "" if value is None else format_money(value)
 
 
 @register.filter

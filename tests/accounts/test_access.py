@@ -12,6 +12,7 @@ from django.utils import timezone as djtz
 from accounts.access import scope_for_api_key, scope_for_request, scope_for_user
 from accounts.models import ApiKey, Membership, Role
 from metering.models import LLMModel, UsageRecord
+from metering.selectors import visible as visible_q
 from tests.conftest import make_user
 
 _ids = count()
@@ -43,7 +44,7 @@ def records(admin, manager, member, web_member, platform_team, web_team):
 
 
 def visible(scope):
-    return set(UsageRecord.objects.filter(scope.usage_q()).values_list("request_id", flat=True))
+    return set(UsageRecord.objects.filter(visible_q(scope)).values_list("request_id", flat=True))
 
 
 def names(records, *keys):

@@ -1,4 +1,5 @@
-"""The analytics API answers byte for byte as recorded before the query layer was split (issue 21).
+"""The analytics API answers byte for byte as recorded before the query layer was split (issue 21),
+and its OpenAPI schema too.
 
 The demo org (seeded small, time frozen) is asked each endpoint with a spread of ranges,
 intervals, filters and viewers; every answer's body must equal the recorded one. PostgreSQL and
@@ -76,6 +77,7 @@ def answers(org) -> dict[str, str]:
                 response = Client().get(url, **how)
             assert response.status_code == 200, (viewer, url, response.content)
             out[f"{viewer} {url}"] = response.content.decode()
+    out["/api/v1/openapi.json"] = Client().get("/api/v1/openapi.json").content.decode()
     return out
 
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from metering.models import LLMModel, ModelPrice
-from metering.pricing import PriceBook, Tokens, cost_of
+from metering.pricing import PriceBook, Tokens, cost_of, format_money
 
 
 @pytest.fixture
@@ -56,3 +56,20 @@ def test_one_token_of_a_cheap_model_is_not_rounded_away(db):
 def test_a_model_without_prices_has_no_price(db):
     model = LLMModel.objects.create(name="mystery")
     assert PriceBook.load().price_at(model.pk, datetime(2026, 1, 1, tzinfo=timezone.utc)) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Decimal("12.5"), "12.50"),
+        (Decimal("0.0012345"), "0.0012345"),
+        (Decimal("0"), "0.00"),
+        (Decimal("1E+3"), "1000.00"),
+        (Decimal("0.1234567891"), "0.1234567891"),
+        (Decimal("12.3400000000"), "12.34"),
+        (Decimal("0.00000000015"), "0.0000000002"),  # rounded half to even at 10 places
+        (3, "3.00"),
+    ],
+)
+def test_format_money_is_exact_with_at_least_two_decimals(value, text):
+    assert format_money(value) == text
