@@ -1,13 +1,12 @@
-import csv
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal
-from itertools import islice
+"""The dashboard views: home, the five pages and their htmx partials, and the Live Mode switch."""
 
-from asgiref.sync import sync_to_async
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import reduce
+
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
-from django.http import HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -16,80 +15,23 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accounts.access import Scope, scope_for_request, scopes_for_user
-from accounts.models import Membership, Organization, Role, Team, User
+from accounts.access import scope_for_request, scopes_for_user
 from accounts.services import user_set_live_mode
 from dashboards import selectors
+from dashboards.charts import INTERVAL_LABELS, chart_interval, chart_spec, doughnut_spec, interval_choices
+from dashboards.exports import requests_csv
 from dashboards.forms import TABLE_PARAMS, Column, FilterBar, Link, TableForm, table_headers, url_with
 from dashboards.routing import live_socket_path
+from dashboards.tables import duration_text, page_of, search_rows, sort_rows
 from metering import live
 from metering import selectors as metering
 from metering.models import ServiceType
 
 
-@dataclass
-class OrgPlace:
-    """One org on the home page, as the viewer stands in it."""
-
-    scope: Scope
-    own_teams: list[Team] = field(default_factory=list)
-    # Teams the viewer may see the people of, each with `member_count`:
-    # all of them for an admin, their own for a manager, none for a member.
-    visible_teams: list[Team] = field(default_factory=list)
-    people_count: int | None = None
-
-    @property
-    def org(self) -> Organization:
-        return self.scope.org
-
-    @property
-    def via_superuser(self) -> bool:
-        return self.scope.via_superuser
-
-    @property
-    def role_label(self) -> str:
-        return Role(self.scope.role).label
-
-
-def org_places_for(user: User) -> list[OrgPlace]:
-    """Every org `user` can open, in the order `access.default_org_for` picks from.
-
-    A fixed number of queries however many orgs and teams: the scopes (access
-    gate), then every team the viewer belongs to or may see with its member
-    count, then the people of the orgs they administer.
-    """
-    places = [OrgPlace(scope=scope) for scope in scopes_for_user(user)]
-    admin_org_ids = [p.org.pk for p in places if p.scope.role == Role.ADMIN]
-    own_team_ids = {team_id for p in places for team_id in p.scope.team_ids}
-    teams = Team.objects.filter(Q(org_id__in=admin_org_ids) | Q(pk__in=own_team_ids)).annotate(
-        member_count=Count("memberships")
-    )
-    for team in teams:  # ordered by name
-        for place in places:
-            if place.org.pk != team.org_id:
-                continue
-            if team.pk in place.scope.team_ids:
-                place.own_teams.append(team)
-            if place.scope.role == Role.ADMIN or (place.scope.role == Role.MANAGER and team.pk in place.scope.team_ids):
-                place.visible_teams.append(team)
-    if admin_org_ids:
-        people = dict(
-            Membership.objects.filter(org_id__in=admin_org_ids)
-            .order_by()
-            .values("org_id")
-            .annotate(n=Count("id"))
-            .values_list("org_id", "n")
-        )
-        for place in places:
-            if place.scope.role == Role.ADMIN:
-                place.people_count = people.get(place.org.pk, 0)
-    return places
-
-
 @login_required
 @require_GET
 def home(request):
-    places = org_places_for(request.user)
+    places = selectors.org_places_for(request.user)
     return render(
         request,
         "dashboards/home.html",
@@ -202,26 +144,118 @@ def render_section(request, page_name: str, context: dict, section: str | None):
     return render(request, template, context)
 
 
+def interval_links(request, choices: Sequence[str], current: str, *, drop: tuple[str, ...] = TABLE_PARAMS) -> list:
+    """Links to the page with its charts at another interval (without `drop`), `current` marked."""
+    return [
+        Link(key, INTERVAL_LABELS[key], url_with(request.path, request.GET, drop=drop, interval=key), key == current)
+        for key in choices
+    ]
+
+
 def chart_buckets(request, query, form) -> tuple[metering.Buckets, dict]:
     """The buckets of the page's charts, and the links that pick another interval."""
-    interval = selectors.chart_interval(query.start, query.end, form.cleaned_data.get("interval") or None)
-    links = [
-        Link(
-            choice,
-            selectors.INTERVAL_LABELS[choice],
-            url_with(request.path, request.GET, drop=TABLE_PARAMS, interval=choice),
-            choice == interval,
-        )
-        for choice in selectors.interval_choices(query.start, query.end, interval)
-    ]
+    interval = chart_interval(query.start, query.end, form.cleaned_data.get("interval") or None)
+    links = interval_links(request, interval_choices(query.start, query.end, interval), interval)
     return metering.Buckets.of(query.org, query.start, query.end, interval), {"interval_links": links}
+
+
+# --- Charts -------------------------------------------------------------------------------------
+# Every time chart of the pages is a row of the tables below. A view reads its sections' series
+# into the context; `add_charts` then draws each row whose series are there (a section not asked
+# for has none) as the Chart.js spec of static/js/charts.js under the row's key.
+
+
+@dataclass(frozen=True)
+class Chart:
+    key: str  # the context key of its spec
+    series: str  # where its series are: a context key, then attributes ("resources.compute")
+    title: str  # str.format()-ed with add_charts' labels
+    empty_text: str
+    kind: str = "stacked-bar"
+    money: bool | None = None  # True or False: drawn as money or not, in the org's currency; None: neither option
+    suffix: str = ""
+    integer: bool = False
+
+
+NO_TOKENS = "No tokens in this period"
+NO_COST = "No cost in this period"
+OVERVIEW_CHARTS = (Chart("tokens_chart", "tokens_series", "Tokens by project", NO_TOKENS),)
+USAGE_CHARTS = {  # by user, by team
+    "user": (
+        Chart(
+            "activity_chart", "activity_series", "Active users", "No requests in this period", kind="bar", integer=True
+        ),
+    ),
+    "team": (
+        Chart("activity_chart", "activity_series", "Requests by team", "No requests in this period", integer=True),
+    ),
+}
+ANALYTICS_CHARTS = (
+    Chart("cost_bars", "cost_overview.series", "Cost per bucket by service type", NO_COST, money=True),
+    Chart("trend_chart", "trend_series", "Cost per project", NO_COST, kind="line", money=True),
+)
+AGENT_CHARTS = {  # by metric
+    metric: (
+        Chart(
+            "agent_chart",
+            "agent_series",
+            f"{label} per {{interval}} by agent",
+            "No agent activity in this period",
+            money=metric == "cost",
+        ),
+    )
+    for metric, label in selectors.AGENT_METRICS
+}
+RESOURCES_CHARTS = (
+    Chart("token_chart", "token_series", "Tokens over time: cached and fresh input, and output", NO_TOKENS),
+    Chart(
+        "compute_chart",
+        "resources.compute",
+        "CPU core-hours and RAM GB-hours over time",
+        "No compute allocated in this period",
+        kind="bar",
+    ),
+    Chart(
+        "storage_chart",
+        "resources.storage",
+        "Storage GB-hours over time",
+        "No storage allocated in this period",
+        kind="bar",
+        suffix="GB-h",
+    ),
+    Chart(
+        "platform_chart",
+        "platform.series",
+        "Threads created and messages sent over time",
+        "No threads or messages in this period",
+        kind="bar",
+    ),
+)
+
+
+def add_charts(context: dict, buckets: metering.Buckets, charts: Sequence[Chart], **labels) -> None:
+    """The spec of each of `charts` whose series the context holds, under its key."""
+    for chart in charts:
+        name, *attributes = chart.series.split(".")
+        if name not in context:
+            continue
+        options = {}
+        if chart.money is not None:
+            options.update(money=chart.money, currency=context["query"].org.currency)
+        if chart.suffix:
+            options["suffix"] = chart.suffix
+        options.update(empty_text=chart.empty_text, title=chart.title.format(**labels))
+        if chart.integer:
+            options["integer"] = True
+        series = reduce(getattr, attributes, context[name])
+        context[chart.key] = chart_spec(buckets, series, kind=chart.kind, **options)
 
 
 def table_context(request, rows: list, columns: tuple[Column, ...], *, default_sort: str, per_page: int) -> dict:
     """Search (q), sort and page `rows` as the URL says; totals of every row the search keeps."""
     state = TableForm(request.GET, columns=columns, default_sort=default_sort).state()
-    matched = selectors.search_rows(rows, state.q)
-    page = selectors.page_of(selectors.sort_rows(matched, state.sort, state.descending), state.page, per_page)
+    matched = search_rows(rows, state.q)
+    page = page_of(sort_rows(matched, state.sort, state.descending), state.page, per_page)
 
     def page_url(number):
         return url_with(request.path, request.GET, page=number if number > 1 else None)
@@ -268,12 +302,9 @@ def overview(request, org_slug: str):
             context["summary"] = metering.summary(query)
         if section in (None, "tokens-chart"):
             buckets, links = chart_buckets(request, query, context["filter_form"])
-            series = selectors.tokens_by_project(query, buckets)
             context.update(links)
-            context["tokens_series"] = series
-            context["tokens_chart"] = selectors.chart_spec(
-                buckets, series, empty_text="No tokens in this period", title="Tokens by project"
-            )
+            context["tokens_series"] = selectors.tokens_by_project(query, buckets)
+            add_charts(context, buckets, OVERVIEW_CHARTS)
         if section in (None, "leaderboard"):
             rows = selectors.leaderboard(query)
             context.update(table_context(request, rows, LEADERBOARD_COLUMNS, default_sort="cost", per_page=10))
@@ -327,14 +358,7 @@ def usage(request, org_slug: str):
             breakdown = selectors.usage_breakdown(query, buckets, by=by)
             context["activity_series"] = breakdown.chart
             context["activity_peak"] = max((max(s.values, default=0) for s in breakdown.chart), default=0)
-            context["activity_chart"] = selectors.chart_spec(
-                buckets,
-                breakdown.chart,
-                kind="bar" if by == "user" else "stacked-bar",
-                empty_text="No requests in this period",
-                title="Active users" if by == "user" else "Requests by team",
-                integer=True,
-            )
+            add_charts(context, buckets, USAGE_CHARTS[by])
             columns = USAGE_COLUMNS[by]
             context["columns"] = columns
             context.update(table_context(request, breakdown.rows, columns, default_sort="cost", per_page=25))
@@ -387,74 +411,6 @@ def page_number(request) -> int:
         return 1
 
 
-def _csv_cell(value, tz) -> str:
-    """One CSV cell. Text that a spreadsheet would run as a formula (=, +, -, @, or a leading tab
-    or carriage return, OWASP's list) gets a leading apostrophe, so it is shown, never evaluated."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(tz).isoformat()
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-class _Line:
-    """A file-like object whose write() returns what it is given: csv.writer then hands back each line."""
-
-    def write(self, value):
-        return value
-
-
-CSV_BATCH = 1000  # rows per chunk sent to the client
-
-
-async def _batches(queryset, size: int):
-    """Lists of up to `size` rows of `queryset`, read through one server-side cursor
-    (.iterator()) in the request's database thread. QuerySet.aiterator() would do, but for
-    values_list() Django 5.2 runs the query in the event loop and fails."""
-    rows = None
-
-    def next_batch():
-        nonlocal rows
-        if rows is None:
-            rows = queryset.iterator(chunk_size=size)
-        return list(islice(rows, size))
-
-    try:
-        while True:
-            batch = await sync_to_async(next_batch)()
-            if batch:
-                yield batch
-            if len(batch) < size:
-                return
-    finally:
-        if rows is not None:  # a client that went away: close the cursor now, not with the connection
-            await sync_to_async(rows.close)()
-
-
-def requests_csv(query) -> StreamingHttpResponse:
-    """Every request of the query as CSV, streamed: rows come from a server-side cursor
-    (.aiterator()) a batch at a time, so a million rows are never held at once. The iterator
-    is asynchronous because daphne serves a synchronous one by reading it all first."""
-    rows = selectors.request_export_rows(query)
-    tz = query.org.tzinfo
-    writer = csv.writer(_Line())
-
-    async def stream():
-        yield writer.writerow([header for header, _ in selectors.REQUEST_CSV_COLUMNS]).encode()
-        async for batch in _batches(rows, CSV_BATCH):
-            yield "".join(writer.writerow([_csv_cell(value, tz) for value in values]) for values in batch).encode()
-
-    first = query.start.astimezone(tz).date()
-    last = (query.end - timedelta(microseconds=1)).astimezone(tz).date()
-    response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
-    filename = f"{query.org.slug}-requests-{first:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 ANALYTICS_SECTIONS = {
     "analytics-body": "body",
     "analytics-kpis": "kpis",
@@ -490,23 +446,15 @@ def analytics(request, org_slug: str):
 
         if section is None:
             context["month_nav"] = month_navigation(request, query)
-        interval = selectors.chart_interval(query.start, query.end, form.cleaned_data.get("interval") or None)
+        interval = chart_interval(query.start, query.end, form.cleaned_data.get("interval") or None)
         buckets = metering.Buckets.of(query.org, query.start, query.end, interval)
-        context["interval_label"] = selectors.INTERVAL_LABELS[interval].lower()
+        context["interval_label"] = INTERVAL_LABELS[interval].lower()
         if wants("kpis"):
             context["summary"] = metering.summary(query)
         if wants("cost"):
             overview = selectors.cost_by_service_type(query, buckets)
             context["cost_overview"] = overview
-            context["cost_bars"] = selectors.chart_spec(
-                buckets,
-                overview.series,
-                money=True,
-                currency=currency,
-                empty_text="No cost in this period",
-                title="Cost per bucket by service type",
-            )
-            context["cost_doughnut"] = selectors.doughnut_spec(
+            context["cost_doughnut"] = doughnut_spec(
                 overview.slices, currency=currency, empty_text="No cost", title="Cost by service type"
             )
         if wants("projects"):
@@ -517,7 +465,7 @@ def analytics(request, org_slug: str):
             shown = trends[: selectors.TOP_TREND_PROJECTS]
             context.update(
                 project_slices=slices,
-                project_doughnut=selectors.doughnut_spec(
+                project_doughnut=doughnut_spec(
                     slices, currency=currency, empty_text="No cost", title="Cost by project"
                 ),
                 trend_service=trend_service,
@@ -529,15 +477,7 @@ def analytics(request, org_slug: str):
                     for value in request.GET.getlist(name)
                 ],
                 trend_count=(len(shown), len(trends)),
-                trend_chart=selectors.chart_spec(
-                    buckets,
-                    shown,
-                    kind="line",
-                    money=True,
-                    currency=currency,
-                    empty_text="No cost in this period",
-                    title="Cost per project",
-                ),
+                trend_series=shown,
             )
         if wants("agents"):
             agents_path = reverse("agents", args=[query.org.slug])
@@ -560,6 +500,7 @@ def analytics(request, org_slug: str):
                 next_url=page_url(requests_page.number + 1) if requests_page.has_next else "",
                 export_url=url_with(request.path, request.GET, drop=TABLE_PARAMS, export="csv"),
             )
+        add_charts(context, buckets, ANALYTICS_CHARTS)
     return render_section(request, "analytics", context, section)
 
 
@@ -592,43 +533,28 @@ def agents(request, org_slug: str):
             accepted, rejected = summary["accepted_diffs"], summary["rejected_diffs"]
             context.update(
                 summary=summary,
-                avg_duration=selectors.duration_text(summary["avg_session_duration_seconds"]),
+                avg_duration=duration_text(summary["avg_session_duration_seconds"]),
                 accepted_diffs=accepted,
                 rejected_diffs=rejected,
                 accept_rate=round(accepted / (accepted + rejected), 4) if accepted + rejected else None,
             )
         if section in (None, "chart"):
             metric = form.cleaned_data.get("metric") or "cost"
-            interval = form.cleaned_data.get("interval") or (
-                "day" if query.end - query.start > timedelta(days=2) else "1h"
-            )
+            interval = chart_interval(query.start, query.end, form.cleaned_data.get("interval") or None)
             buckets = metering.Buckets.of(query.org, query.start, query.end, interval)
-            drop = (*TABLE_PARAMS,)
             choices = [i for i in AGENT_INTERVALS if i != "1h" or query.end - query.start <= timedelta(days=7)]
             context.update(
                 metric=metric,
                 metric_links=[
-                    Link(key, label, url_with(request.path, request.GET, drop=drop, metric=key), key == metric)
+                    Link(key, label, url_with(request.path, request.GET, drop=TABLE_PARAMS, metric=key), key == metric)
                     for key, label in selectors.AGENT_METRICS
                 ],
-                interval_links=[
-                    Link(
-                        key,
-                        selectors.INTERVAL_LABELS[key],
-                        url_with(request.path, request.GET, drop=drop, interval=key),
-                        key == interval,
-                    )
-                    for key in (choices if interval in choices else [*choices, interval])
-                ],
-                agent_chart=selectors.chart_spec(
-                    buckets,
-                    selectors.agent_series(query, buckets, metric),
-                    money=metric == "cost",
-                    currency=query.org.currency,
-                    empty_text="No agent activity in this period",
-                    title=f"{dict(selectors.AGENT_METRICS)[metric]} per {selectors.INTERVAL_LABELS[interval].lower()} by agent",
+                interval_links=interval_links(
+                    request, choices if interval in choices else [*choices, interval], interval
                 ),
+                agent_series=selectors.agent_series(query, buckets, metric),
             )
+            add_charts(context, buckets, AGENT_CHARTS[metric], interval=INTERVAL_LABELS[interval].lower())
         if section in (None, "table"):
             rows = selectors.agent_rows(query)
             context["columns"] = AGENT_COLUMNS
@@ -658,22 +584,12 @@ def resources(request, org_slug: str):
     if query is not None:
         interval = form.cleaned_data.get("interval") or metering.interval_for(query.start, query.end)
         buckets = metering.Buckets.of(query.org, query.start, query.end, interval)
-        context["interval_links"] = [
-            Link(
-                key, selectors.INTERVAL_LABELS[key], url_with(request.path, request.GET, interval=key), key == interval
-            )
-            for key in selectors.interval_choices(query.start, query.end, interval)
-        ]
-        context["interval_label"] = selectors.INTERVAL_LABELS[interval].lower()
+        choices = interval_choices(query.start, query.end, interval)
+        context["interval_links"] = interval_links(request, choices, interval, drop=())
+        context["interval_label"] = INTERVAL_LABELS[interval].lower()
         if section in (None, "llm"):
-            totals = selectors.usage_totals(query)
-            context["llm"] = totals
-            context["token_chart"] = selectors.chart_spec(
-                buckets,
-                selectors.token_series(query, buckets),
-                empty_text="No tokens in this period",
-                title="Tokens over time: cached and fresh input, and output",
-            )
+            context["llm"] = selectors.usage_totals(query)
+            context["token_series"] = selectors.token_series(query, buckets)
             context["models"] = selectors.tokens_by_model(query)
         if section in (None, "llm", "consumers"):
             by = "agent" if request.GET.get("consumers") == "agent" else "user"
@@ -689,31 +605,8 @@ def resources(request, org_slug: str):
             ]
             context["consumers"] = selectors.top_consumers(query, by)
         if section in (None, "compute", "storage"):
-            overview = selectors.resource_overview(query, buckets)
-            context["resources"] = overview
-            context["compute_chart"] = selectors.chart_spec(
-                buckets,
-                overview.compute,
-                kind="bar",
-                empty_text="No compute allocated in this period",
-                title="CPU core-hours and RAM GB-hours over time",
-            )
-            context["storage_chart"] = selectors.chart_spec(
-                buckets,
-                overview.storage,
-                kind="bar",
-                suffix="GB-h",
-                empty_text="No storage allocated in this period",
-                title="Storage GB-hours over time",
-            )
+            context["resources"] = selectors.resource_overview(query, buckets)
         if section in (None, "platform"):
-            activity = selectors.platform_activity(query, buckets)
-            context["platform"] = activity
-            context["platform_chart"] = selectors.chart_spec(
-                buckets,
-                activity.series,
-                kind="bar",
-                empty_text="No threads or messages in this period",
-                title="Threads created and messages sent over time",
-            )
+            context["platform"] = selectors.platform_activity(query, buckets)
+        add_charts(context, buckets, RESOURCES_CHARTS)
     return render_section(request, "resources", context, section)

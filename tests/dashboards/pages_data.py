@@ -31,6 +31,7 @@ import pytest
 
 from metering.models import ResourceUsage
 from metering.rollups import dirty_days_rebuild
+from metering.selectors import visible
 from metering.services import ingest_batch
 from tests.dashboards.data import event, usage
 
@@ -110,7 +111,7 @@ def allocated_hours(scope, start: datetime, end: datetime) -> dict[str, Fraction
     """Core-, RAM GB- and storage GB-hours of the allocations `scope` may see in [start, end),
     counted the slow, obvious way: each allocation's overlap with the range, in exact fractions."""
     totals = {"cpu": Fraction(0), "ram": Fraction(0), "storage": Fraction(0)}
-    for a in ResourceUsage.objects.filter(scope.usage_q()):
+    for a in ResourceUsage.objects.filter(visible(scope)):
         overlap = (min(a.end, end) - max(a.start, start)).total_seconds()
         if overlap <= 0:
             continue

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import async_to_sync
 
-from dashboards.views import _csv_cell
+from dashboards.exports import csv_cell as _csv_cell
 from metering.models import Project
 from metering.services import ingest_batch
 from tests.conftest import logged_in
