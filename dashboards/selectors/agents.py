@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from dashboards.charts import Series, top_series
-from dashboards.selectors.common import money_series, tokens
+from dashboards.selectors.common import money, money_series, tokens
 from dashboards.tables import duration_text
 from metering import selectors as metering
 from metering.models import ActivityKind
@@ -72,8 +72,8 @@ def agent_rows(query: metering.Query) -> list[AgentRow]:
                 sessions=row["sessions"],
                 requests=row["requests"],
                 total_tokens=row["total_tokens"],
-                cost=Decimal(row["cost"]),
-                avg_cost_per_session=Decimal(row["avg_cost_per_session"]),
+                cost=money(row["cost"]),
+                avg_cost_per_session=money(row["avg_cost_per_session"]),
                 avg_duration_seconds=row["avg_duration_seconds"],
                 accepted_diffs=by_name[name]["accepted"] if name in by_name else 0,
                 rejected_diffs=by_name[name]["rejected"] if name in by_name else 0,
