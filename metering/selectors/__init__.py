@@ -17,8 +17,6 @@ the usage records of that model and no activity events (events have no
 model), so agent runs are 0 under it and sessions are those with such records.
 """
 
-# Until the dashboards import it from metering.pricing (issue 21 moves it there).
-from metering.pricing import format_money  # noqa: E402
 from metering.selectors.activity import (
     activity_series,
     activity_sums,
@@ -83,7 +81,6 @@ from metering.selectors.tables import (
 )
 
 __all__ = [
-    "format_money",
     "DIMENSIONS",
     "MEASURES",
     "MONEY_MEASURES",
