@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from accounts.access import Scope, scope_for_websocket
 from accounts.models import Role
+from dashboards.selectors.live import recent_usage
 from metering import live, selectors
 from metering.forms import AnalyticsForm
 
@@ -82,7 +83,7 @@ def live_view(ws_scope: dict) -> LiveView:
 
 
 def catch_up(view: LiveView, since: datetime) -> list[dict]:
-    records = selectors.recent_usage(view.query, received_after=since, limit=CATCH_UP_LIMIT)
+    records = recent_usage(view.query, received_after=since, limit=CATCH_UP_LIMIT)
     return live.usage_payloads(view.scope.org, reversed(records))
 
 

@@ -92,7 +92,7 @@ def live_context(request, context: dict) -> dict:
         "socket_path": f"{live_socket_path(context['scope'].org.slug)}?{socket_params.urlencode()}",
         "since": timezone.now().isoformat(),
         "sections": " ".join(LIVE_SECTIONS[page_name]),
-        "feed": live.usage_payloads(query.org, metering.recent_usage(query, limit=LIVE_FEED_ROWS))
+        "feed": live.usage_payloads(query.org, selectors.recent_usage(query, limit=LIVE_FEED_ROWS))
         if on and query is not None
         else [],
         "next": request.get_full_path(),

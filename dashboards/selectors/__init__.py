@@ -13,6 +13,7 @@ per table, never once per row). How things are drawn lives apart, in dashboards.
   usage       the breakdown by user or by team, and its activity chart
   analytics   cost by service type and project, trends, top agents, cards, requests
   agents      the per-agent table and a metric per bucket by agent
+  live        Live Mode's feed and a reconnecting page's catch-up
   resources   tokens, consumers, models, compute, storage and platform activity
 
 Every name the single module had is importable from here; the presentation ones are
@@ -60,6 +61,7 @@ from dashboards.selectors.analytics import (
 )
 from dashboards.selectors.common import FILTER_DIMENSIONS, Badge, Option, Person, filter_options, people
 from dashboards.selectors.home import OrgPlace, org_places_for
+from dashboards.selectors.live import CATCH_UP_WINDOW, recent_usage
 from dashboards.selectors.overview import TOP_PROJECTS, LeaderRow, leaderboard, tokens_by_project
 from dashboards.selectors.resources import (
     CONSUMERS,
@@ -91,6 +93,9 @@ __all__ = [
     # home
     "OrgPlace",
     "org_places_for",
+    # live
+    "CATCH_UP_WINDOW",
+    "recent_usage",
     # overview
     "TOP_PROJECTS",
     "LeaderRow",

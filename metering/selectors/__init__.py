@@ -28,7 +28,6 @@ from metering.selectors.activity import (
 )
 from metering.selectors.answers import (
     BY_TAG_NOTE,
-    CATCH_UP_WINDOW,
     MANY_IDS,
     METRIC_MEASURES,
     METRICS,
@@ -38,7 +37,6 @@ from metering.selectors.answers import (
     by_agent,
     cost_breakdown,
     dimension_names,
-    recent_usage,
     session_summary,
     summary,
     timeseries,
@@ -145,7 +143,5 @@ __all__ = [
     "cost_breakdown",
     "by_agent",
     "usage_records",
-    "CATCH_UP_WINDOW",
-    "recent_usage",
     "session_summary",
 ]

@@ -5,9 +5,7 @@ datetimes in the org's zone. How they are written out (money strings, RFC 3339) 
 business (metering.api's schemas), and the pages'.
 """
 
-from collections import defaultdict
 from collections.abc import Collection, Iterable
-from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import QuerySet
@@ -255,27 +253,6 @@ def usage_records(query: Query) -> QuerySet:
         return UsageRecord.objects.none()
     rows = UsageRecord.objects.filter(timestamp__gte=query.start, timestamp__lt=query.end)
     return _restrict(rows, query, USAGE_RAW, USAGE_RAW.dims).order_by("-timestamp", "-id")
-
-
-# A reconnecting page catches up on what arrived while it was away by reading records received
-# since, among those timestamped at most this long before: that keeps the read on the
-# (org, timestamp) index. A late record (timestamped earlier) that arrived in the gap reaches
-# the page's numbers, which it refreshes on reconnecting, but not its feed.
-CATCH_UP_WINDOW = timedelta(minutes=10)
-
-
-def recent_usage(query: Query, *, received_after: datetime | None = None, limit: int = 20) -> list[tuple]:
-    """Live Mode's feed: the newest usage records of the query (those received after
-    `received_after` when given, as a reconnecting page asks), each with its tag ids."""
-    records = usage_records(query)
-    if received_after is not None:
-        records = records.filter(received_at__gt=received_after, timestamp__gte=received_after - CATCH_UP_WINDOW)
-    records = list(records[:limit])
-    tags = defaultdict(list)
-    links = UsageRecord.tags.through.objects.filter(record__in=[r.pk for r in records]).values_list("record", "tag")
-    for record, tag in links:
-        tags[record].append(tag)
-    return [(record, tags[record.pk]) for record in records]
 
 
 def session_summary(query: Query) -> dict:

@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from accounts.access import Scope
-from accounts.models import Membership, Organization, Role, Tag
+from accounts.models import Membership, Organization, Role
 from accounts.services import api_key_create
 from metering import selectors
 from metering.demo import DEMO_SLUG, poisson
@@ -93,8 +93,7 @@ def recent_shapes(org: Organization) -> list[dict]:
     """The org's newest records (up to TEMPLATES of the last 30 days), as ingest items to vary."""
     now = timezone.now()
     query = selectors.Query(Scope(org=org, role=Role.ADMIN), now - timedelta(days=30), now)
-    rows = selectors.recent_usage(query, limit=TEMPLATES)
-    records = [record for record, _ in rows]
+    records = list(selectors.usage_records(query).prefetch_related("tags")[:TEMPLATES])
 
     def names(model, attr):
         ids = {getattr(r, attr) for r in records} - {None}
@@ -108,9 +107,8 @@ def recent_shapes(org: Organization) -> list[dict]:
     }
     projects, repositories = names(Project, "project_id"), names(Repository, "repository_id")
     agents, models = names(Agent, "agent_id"), names(LLMModel, "model_id")
-    tags = dict(Tag.objects.filter(org=org).values_list("pk", "name"))
     shapes = []
-    for record, tag_ids in rows:
+    for record in records:
         if not people.get(record.user_id):
             continue
         shape = {
@@ -122,7 +120,7 @@ def recent_shapes(org: Organization) -> list[dict]:
             "cache_write_tokens": record.cache_write_tokens,
             "output_tokens": record.output_tokens,
             "reasoning_tokens": record.reasoning_tokens,
-            "tags": [tags[t] for t in tag_ids if t in tags],
+            "tags": [tag.name for tag in record.tags.all()],
         }
         for field, value in (
             ("provider", record.provider),
