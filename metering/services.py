@@ -104,9 +104,9 @@ def _write(org: Organization, api_key: ApiKey | None, batch: Batch) -> tuple[int
     if not any(fresh.items()):
         return 0, duplicates
     dims = Dimensions(org, fresh)
-    usage = _build_usage(org, api_key, fresh.usage, dims)
-    activity = _build_activity(org, api_key, fresh.activity, dims)
-    resources = _build_resources(org, api_key, fresh.resources, dims)
+    usage = _build_usage(api_key, fresh.usage, dims)
+    activity = _build_activity(api_key, fresh.activity, dims)
+    resources = _build_resources(api_key, fresh.resources, dims)
     bulk_insert(UsageRecord, usage)
     bulk_insert(ActivityEvent, activity)
     bulk_insert(ResourceUsage, resources)
@@ -333,7 +333,7 @@ class Dimensions:
         }
 
 
-def _build_usage(org, api_key, items, dims: Dimensions) -> list[UsageRecord]:
+def _build_usage(api_key, items, dims: Dimensions) -> list[UsageRecord]:
     book = PriceBook.load() if items else None
     records = []
     for _, item in items:
@@ -372,37 +372,46 @@ def _build_usage(org, api_key, items, dims: Dimensions) -> list[UsageRecord]:
     return records
 
 
-def _build_activity(org, api_key, items, dims: Dimensions) -> list[ActivityEvent]:
-    return [
-        ActivityEvent(
-            **dims.attribution(item, api_key),
-            event_id=item.event_id,
-            timestamp=item.timestamp,
-            kind=item.kind,
-            repository_id=dims.repositories.get(item.repository),
-            session_id=dims.sessions.get(item.session_id),
-            lines_added=item.lines_added,
-            lines_removed=item.lines_removed,
-            quantity=item.quantity,
-            metadata=item.metadata,
-        )
-        for _, item in items
-    ]
+def _rows(model, api_key: ApiKey | None, items, dims: Dimensions, fields) -> list:
+    """One `model` per item: attributed as dims.attribution says, with `fields(item)` besides."""
+    return [model(**dims.attribution(item, api_key), **fields(item)) for _, item in items]
 
 
-def _build_resources(org, api_key, items, dims: Dimensions) -> list[ResourceUsage]:
-    return [
-        ResourceUsage(
-            **dims.attribution(item, api_key),
-            resource_id=item.resource_id,
-            start=item.start,
-            end=item.end,
-            cpu_cores=item.cpu_cores,
-            ram_gb=item.ram_gb,
-            storage_gb=item.storage_gb,
-        )
-        for _, item in items
-    ]
+def _build_activity(api_key, items, dims: Dimensions) -> list[ActivityEvent]:
+    return _rows(
+        ActivityEvent,
+        api_key,
+        items,
+        dims,
+        lambda item: {
+            "event_id": item.event_id,
+            "timestamp": item.timestamp,
+            "kind": item.kind,
+            "repository_id": dims.repositories.get(item.repository),
+            "session_id": dims.sessions.get(item.session_id),
+            "lines_added": item.lines_added,
+            "lines_removed": item.lines_removed,
+            "quantity": item.quantity,
+            "metadata": item.metadata,
+        },
+    )
+
+
+def _build_resources(api_key, items, dims: Dimensions) -> list[ResourceUsage]:
+    return _rows(
+        ResourceUsage,
+        api_key,
+        items,
+        dims,
+        lambda item: {
+            "resource_id": item.resource_id,
+            "start": item.start,
+            "end": item.end,
+            "cpu_cores": item.cpu_cores,
+            "ram_gb": item.ram_gb,
+            "storage_gb": item.storage_gb,
+        },
+    )
 
 
 def local_day(org: Organization, moment: datetime) -> date:
