@@ -41,15 +41,20 @@ class Scope:
             return True
         return self.role == Role.MANAGER and team_id in self.team_ids
 
-    def users_q(self) -> Q:
-        """The org's memberships this scope may see (for people lists and filters)."""
+    def q(self, *, teams: str) -> Q:
+        """The rows of a table with org and user_id that this scope may see, `teams` naming the
+        lookup that matches a row to the manager's teams (`team_id__in` on a usage-shaped table)."""
         q = Q(org=self.org)
         if self.role == Role.ADMIN:
             return q
         own = Q(user_id=self.user_id)
         if self.role == Role.MANAGER:
-            return q & (own | Q(teams__in=self.team_ids))
+            return q & (own | Q(**{teams: self.team_ids}))
         return q & own
+
+    def users_q(self) -> Q:
+        """The org's memberships this scope may see (for people lists and filters)."""
+        return self.q(teams="teams__in")
 
 
 def scope_for_membership(membership: Membership) -> Scope:

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Q
 
 from accounts.access import Scope
-from accounts.models import ApiKey, Membership, Role, Tag, Team
+from accounts.models import ApiKey, Membership, Tag, Team
 from metering.models import (
     Agent,
     LLMModel,
@@ -24,13 +24,7 @@ MONEY_MEASURES = ("cost", "session_cost")
 def visible(scope: Scope) -> Q:
     """The rows of a usage-shaped table (org, user, team: records, events, allocations and their
     rollups) that `scope` may see: the org's, a manager's teams' and their own, a member's own."""
-    q = Q(org=scope.org)
-    if scope.role == Role.ADMIN:
-        return q
-    own = Q(user_id=scope.user_id)
-    if scope.role == Role.MANAGER:
-        return q & (own | Q(team_id__in=scope.team_ids))
-    return q & own
+    return scope.q(teams="team_id__in")
 
 
 @dataclass(frozen=True)
