@@ -16,7 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 from django.utils.translation import ngettext
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
@@ -345,7 +347,17 @@ class ApiKeyAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
     """The full key is shown once, on the page that answers the add form; only prefix and hash are kept."""
 
     form = ApiKeyForm
-    add_fields = ["org", "name", "owner", "default_team", "default_project", "scope_ingest", "scope_read"]
+    add_fields = [
+        "org",
+        "name",
+        "owner",
+        "default_team",
+        "default_project",
+        "scope_ingest",
+        "scope_read",
+        "otlp_usage_source",
+        "otlp_use_client_cost",
+    ]
     change_fields = [
         "name",
         "org",
@@ -355,6 +367,9 @@ class ApiKeyAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
         "default_project",
         "scope_ingest",
         "scope_read",
+        "otlp_usage_source",
+        "otlp_use_client_cost",
+        "otlp_exports",
         "created_at",
         "created_by",
         "last_used_at",
@@ -372,7 +387,36 @@ class ApiKeyAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
         return self.add_fields if obj is None else self.change_fields
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["org", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+        if obj is None:
+            return []
+        return ["org", "prefix", "otlp_exports", "created_at", "created_by", "last_used_at", "revoked_at"]
+
+    @admin.display(description="OTLP exports")
+    def otlp_exports(self, obj):
+        # Through the reverse relation: accounts does not import metering, which owns the stats.
+        stats = list(obj.otlp_stats.order_by("signal"))
+        if not stats:
+            return "None yet."
+        columns = ("signal", "last export", "requests", "stored", "duplicates", "ignored", "rejected", "last rejection")
+        header = format_html_join("", "<th>{}</th>", ((name,) for name in columns))
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    row.get_signal_display(),
+                    date_format(localtime(row.last_export_at), "DATETIME_FORMAT") if row.last_export_at else "–",
+                    row.requests,
+                    row.stored,
+                    row.duplicates,
+                    row.ignored,
+                    row.rejected,
+                    row.last_rejection or "–",
+                )
+                for row in stats
+            ),
+        )
+        return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, rows)
 
     @admin.display(description="scopes")
     def scope_list(self, obj):

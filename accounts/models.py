@@ -166,6 +166,14 @@ class ApiKeyScope(models.TextChoices):
     READ = "read", "Read"
 
 
+class OtlpUsageSourceSetting(models.TextChoices):
+    """Where the OTLP intake takes a Claude Code session's usage from (DESIGN §12.3.3)."""
+
+    AUTO = "auto", "Auto: metrics until the session's events arrive, then events"
+    LOGS = "logs", "Logs (events) only"
+    METRICS = "metrics", "Metrics only"
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self):
         return self.filter(revoked_at__isnull=True)
@@ -197,6 +205,20 @@ class ApiKey(models.Model):
     )
     scope_ingest = models.BooleanField("ingest scope", default=True)
     scope_read = models.BooleanField("read scope", default=False)
+    otlp_usage_source = models.CharField(
+        "OTLP usage source",
+        max_length=10,
+        choices=OtlpUsageSourceSetting.choices,
+        default=OtlpUsageSourceSetting.AUTO,
+        help_text="Where OTLP exports with this key take Claude Code usage from. Choose logs when its clients "
+        "send events as well as metrics without session ids.",
+    )
+    otlp_use_client_cost = models.BooleanField(
+        "OTLP: use the client's cost",
+        default=True,
+        help_text="Off: ignore the cost Claude Code reports (an estimate at list price) and price its usage "
+        "from the price table.",
+    )
     prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -216,6 +238,9 @@ class ApiKey(models.Model):
                 violation_error_message="Give the key at least one scope: ingest, read or both.",
             ),
             models.CheckConstraint(condition=Q(secret_hash__regex=r"^[0-9a-f]{64}$"), name="apikey_secret_is_hashed"),
+            models.CheckConstraint(
+                condition=Q(otlp_usage_source__in=OtlpUsageSourceSetting.values), name="apikey_otlp_usage_source_valid"
+            ),
         ]
 
     def __str__(self):

@@ -19,6 +19,8 @@ from metering.models import (
     DirtyDay,
     LLMModel,
     ModelPrice,
+    OtlpSession,
+    OtlpStream,
     Project,
     Repository,
     ResourceDaily,
@@ -214,6 +216,28 @@ class SessionAdmin(IngestedAdmin):
     list_display = ["session_id", "org", "user", "agent", "project", "first_seen", "last_seen", "duration"]
     list_select_related = ["org", "user", "agent", "project"]
     search_fields = ["session_id__exact", "user__email__istartswith"]
+
+
+@admin.register(OtlpSession)
+class OtlpSessionAdmin(IngestedAdmin):
+    """Which OTLP signal each Claude Code session's usage comes from: owned by the OTLP intake."""
+
+    date_hierarchy = "first_seen"
+    list_display = ["session_id", "org", "usage_source", "first_seen", "logs_seen_at"]
+    list_filter = [("org", OrgRelatedFilter), "usage_source"]
+    list_select_related = ["org"]
+    search_fields = ["session_id__exact"]
+    search_help_text = "An exact session id."
+
+
+@admin.register(OtlpStream)
+class OtlpStreamAdmin(IngestedAdmin):
+    """The last point of each cumulative OTLP metric stream: owned by the OTLP intake."""
+
+    list_display = ["stream_hash", "org", "start_time_ns", "last_time_ns", "last_value", "updated_at"]
+    list_select_related = ["org"]
+    search_fields = ["stream_hash__exact"]
+    search_help_text = "An exact stream hash."
 
 
 @admin.register(DirtyDay)

@@ -165,6 +165,20 @@ class Attribution(models.Model):
         ordering = ["-timestamp"]
 
 
+class IntakeSource(models.TextChoices):
+    """Which intake made a usage record or activity event (DESIGN §12.7)."""
+
+    API = "api", "Ingest API"
+    IMPORT = "import", "Import"
+    OTLP_METRICS = "otlp_metrics", "OTLP metrics"
+    OTLP_LOGS = "otlp_logs", "OTLP logs"
+    OTLP_TRACES = "otlp_traces", "OTLP traces"
+
+
+def source_field() -> models.CharField:
+    return models.CharField(max_length=20, choices=IntakeSource.choices, default=IntakeSource.API)
+
+
 class CostSource(models.TextChoices):
     PRICED = "priced", "From the price table"
     CLIENT = "client", "Sent by the client"
@@ -191,6 +205,10 @@ class UsageRecord(Attribution):
     price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     conversation_id = models.CharField(max_length=200, blank=True)
+    # The API requests this record stands for: 1 for one request; an OTLP metric point joins
+    # the tokens and cost of several (or of none: 0), and `requests` is the sum of these.
+    request_count = models.PositiveIntegerField(default=1)
+    source = source_field()
     tags = models.ManyToManyField(Tag, blank=True, related_name="+", through="UsageRecordTag")
 
     class Meta(Attribution.Meta):
@@ -217,13 +235,17 @@ class UsageRecord(Attribution):
             models.CheckConstraint(condition=Q(service_type__in=ServiceType.values), name="usage_service_type_valid"),
             models.CheckConstraint(condition=Q(status__in=Status.values), name="usage_status_valid"),
             models.CheckConstraint(condition=Q(cost_source__in=CostSource.values), name="usage_cost_source_valid"),
+            models.CheckConstraint(condition=Q(source__in=IntakeSource.values), name="usage_source_valid"),
         ]
         indexes = [
             # Carrying the measures charts show, a day's records can be summed per 5-minute
             # bucket from the index alone: 70 ms instead of 125 ms for an org's 24 hours of
-            # 180,000 records (bench/queries.py). SQLite ignores INCLUDE.
+            # 180,000 records (bench/queries.py). SQLite ignores INCLUDE. request_count is
+            # there because requests are its sum, no longer COUNT(*) of the index's entries.
             models.Index(
-                fields=["org", "timestamp"], include=["cost", "input_tokens", "output_tokens"], name="usage_org_ts"
+                fields=["org", "timestamp"],
+                include=["cost", "input_tokens", "output_tokens", "request_count"],
+                name="usage_org_ts",
             ),
             # Member views read one user's records; without this they scan the org.
             models.Index(fields=["org", "user", "timestamp"], name="usage_org_user_ts"),
@@ -256,6 +278,13 @@ class ActivityKind(models.TextChoices):
     MESSAGE_SENT = "message_sent", "Message sent"
     COMMIT = "commit", "Commit"
     PULL_REQUEST = "pull_request", "Pull request"
+    # Lines added and removed outside any diff decision (Claude Code's lines-of-code metric):
+    # lines only, quantity 0. They count in lines of code beside accepted diffs' lines.
+    LINES_CHANGED = "lines_changed", "Lines changed"
+
+
+# The kinds whose lines added + removed are lines of code (DESIGN §8, §12.8).
+LINES_OF_CODE_KINDS = (ActivityKind.DIFF_ACCEPTED, ActivityKind.LINES_CHANGED)
 
 
 class ActivityEvent(Attribution):
@@ -264,6 +293,7 @@ class ActivityEvent(Attribution):
     lines_added = models.PositiveIntegerField(default=0)
     lines_removed = models.PositiveIntegerField(default=0)
     quantity = models.PositiveIntegerField(default=1)
+    source = source_field()
     tags = models.ManyToManyField(Tag, blank=True, related_name="+", through="ActivityEventTag")
 
     class Meta(Attribution.Meta):
@@ -274,6 +304,7 @@ class ActivityEvent(Attribution):
                 condition=Q(lines_added__gte=0, lines_removed__gte=0, quantity__gte=0),
                 name="activity_counts_not_negative",
             ),
+            models.CheckConstraint(condition=Q(source__in=IntakeSource.values), name="activity_source_valid"),
         ]
         indexes = [
             models.Index(fields=["org", "timestamp"], name="activity_org_ts"),
@@ -350,6 +381,101 @@ class DirtyDay(models.Model):
 
     def __str__(self):
         return f"{self.org_id}:{self.day}"
+
+
+class OtlpUsageSource(models.TextChoices):
+    """Where a Claude Code session's usage records and diff decisions come from (DESIGN §12.3.3)."""
+
+    METRICS = "metrics", "Metrics"
+    LOGS = "logs", "Logs (events)"
+
+
+class OtlpSession(models.Model):
+    """Which OTLP signal a Claude Code session's usage comes from: metrics until its first
+    request or edit decision event arrives (`logs_seen_at`), events from then on, for good.
+
+    The OTLP intake locks these rows (SELECT ... FOR UPDATE, in session_id order) inside the
+    ingest transaction, so requests of one session in different processes serialize.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    session_id = models.CharField(max_length=200)
+    usage_source = models.CharField(max_length=10, choices=OtlpUsageSource.choices, default=OtlpUsageSource.METRICS)
+    first_seen = models.DateTimeField()
+    logs_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "OTLP session"
+        ordering = ["-first_seen"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "session_id"], name="otlpsession_unique_id_per_org"),
+            models.CheckConstraint(
+                condition=Q(usage_source__in=OtlpUsageSource.values), name="otlpsession_usage_source_valid"
+            ),
+        ]
+
+    def __str__(self):
+        return self.session_id
+
+
+class OtlpStream(models.Model):
+    """The last point of a cumulative OTLP metric stream, to turn the next one into a delta
+    (DESIGN §12.5). In the database, not Redis or memory: every process and restart sees it.
+
+    `last_value` is exact: token counts reach past a float's 2^53, and a cost delta taken
+    between two floats would carry their rounding into stored money.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    stream_hash = models.CharField(max_length=64)
+    start_time_ns = models.BigIntegerField()
+    last_time_ns = models.BigIntegerField()
+    last_value = models.DecimalField(max_digits=30, decimal_places=9)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "OTLP stream"
+        ordering = ["org", "stream_hash"]
+        constraints = [models.UniqueConstraint(fields=["org", "stream_hash"], name="otlpstream_unique_hash_per_org")]
+        # The beat task deletes the streams idle for 35 days.
+        indexes = [models.Index(fields=["updated_at"], name="otlpstream_updated_at")]
+
+    def __str__(self):
+        return self.stream_hash
+
+
+class OtlpSignal(models.TextChoices):
+    METRICS = "metrics", "Metrics"
+    LOGS = "logs", "Logs"
+    TRACES = "traces", "Traces"
+
+
+class OtlpKeyStats(models.Model):
+    """Per API key and signal, what its OTLP exports came to: shown with the key in the admin,
+    so whoever sets up a client can see its data arrive (or why it was refused).
+    Written by metering.services.record_otlp_export."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="otlp_stats")
+    signal = models.CharField(max_length=10, choices=OtlpSignal.choices)
+    last_export_at = models.DateTimeField(null=True, blank=True)
+    requests = models.PositiveBigIntegerField(default=0)
+    stored = models.PositiveBigIntegerField(default=0)
+    duplicates = models.PositiveBigIntegerField(default=0)
+    ignored = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)
+    last_rejection = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "OTLP export statistics"
+        verbose_name_plural = "OTLP export statistics"
+        ordering = ["api_key", "signal"]
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "signal"], name="otlpkeystats_unique_signal_per_key"),
+            models.CheckConstraint(condition=Q(signal__in=OtlpSignal.values), name="otlpkeystats_signal_valid"),
+        ]
+
+    def __str__(self):
+        return f"{self.api_key_id}:{self.signal}"
 
 
 # Daily rollups, per org-local day. Each is rebuilt whole for an (org, day) from

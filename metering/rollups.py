@@ -46,19 +46,24 @@ from metering.models import (
 )
 
 
-def integer_sum(field: str) -> Cast:
+def integer_sum(field: str, **kwargs) -> Cast:
     """SUM of an integer column as an integer: PostgreSQL's SUM(bigint) is a numeric, which Django
-    turns back into int row by row, and the query layer reads rows without Django's converters."""
-    return Cast(Sum(field), BigIntegerField())
+    turns back into int row by row, and the query layer reads rows without Django's converters.
+    `kwargs` go to Sum (filter, default)."""
+    return Cast(Sum(field, **kwargs), BigIntegerField())
 
 
 def usage_measures(record: str = "") -> dict:
     """The rollups' usage measures as aggregates of records, named r_<rollup field> (a bare
     "cost" would shadow the column it sums); `record` is the path to the record ("record__"
-    from its tag links)."""
+    from its tag links).
+
+    Requests are the sum of request_count (a record may stand for several requests, or none:
+    DESIGN §12.8), not a count of records; failed ones default to 0 where no record failed,
+    as the COUNT they replace did (the rollup columns are NOT NULL)."""
     return {
-        "r_requests": Count("*"),  # not COUNT(id): the (org, timestamp) index has no id to count
-        "r_failed_requests": Count(f"{record}id", filter=Q(**{f"{record}status": "error"})),
+        "r_requests": integer_sum(f"{record}request_count"),
+        "r_failed_requests": integer_sum(f"{record}request_count", filter=Q(**{f"{record}status": "error"}), default=0),
         "r_input_tokens": integer_sum(f"{record}input_tokens"),
         "r_cached_input_tokens": integer_sum(f"{record}cached_input_tokens"),
         "r_cache_write_tokens": integer_sum(f"{record}cache_write_tokens"),

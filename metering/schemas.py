@@ -20,6 +20,10 @@ from metering.models import ActivityKind, ServiceType, Status
 MAX_ITEMS = 1000
 MAX_AGE = timedelta(days=400)
 MAX_FUTURE = timedelta(minutes=5)
+# The ids the OTLP intake derives start with this (DESIGN §12.6); a client's may not, or one of
+# its ids could collide with a derived one and silently drop it as a duplicate.
+RESERVED_ID_PREFIX = "otlp:"
+RESERVED_ID_MESSAGE = "ids starting 'otlp:' are reserved for the OTLP intake"
 
 Count = Annotated[int, Strict(), Field(ge=0, le=10**15)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -114,6 +118,9 @@ class UsageItem(Item):
     )
     cost: Annotated[Decimal, Field(ge=0, max_digits=22, decimal_places=10, allow_inf_nan=False)] | None = None
     duration_ms: Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)] | None = None
+    request_count: Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)] = Field(
+        1, description="The API requests this item stands for (requests are the sum of these)."
+    )
     session_id: Identifier | None = None
     conversation_id: Identifier | None = None
     metadata: dict[str, Any] = {}
@@ -161,6 +168,11 @@ class ActivityItem(Item):
     def problems(self) -> dict[str, list[str]]:
         errors = super().problems()
         check_time(errors, "timestamp", self.timestamp)
+        if self.kind == ActivityKind.LINES_CHANGED:  # lines only (DESIGN §12.8)
+            if "quantity" not in self.model_fields_set:
+                self.quantity = 0
+            elif self.quantity:
+                errors["quantity"] = ["A lines_changed event carries lines only: its quantity is 0."]
         return errors
 
 
@@ -185,10 +197,13 @@ class ResourceItem(Item):
 
 ITEM_SCHEMAS = {"usage": UsageItem, "activity": ActivityItem, "resources": ResourceItem}
 ID_FIELDS = {"usage": "request_id", "activity": "event_id", "resources": "resource_id"}
+RESERVED_ID_KINDS = ("usage", "activity")  # the kinds the OTLP intake derives
 
 
-def parse_item(kind: str, raw: Any) -> tuple[Item | None, dict[str, list[str]]]:
-    """(item, {}) when valid, else (None, errors by field)."""
+def parse_item(kind: str, raw: Any, *, allow_reserved_ids: bool = False) -> tuple[Item | None, dict[str, list[str]]]:
+    """(item, {}) when valid, else (None, errors by field). Ids starting RESERVED_ID_PREFIX are
+    refused for usage and activity unless `allow_reserved_ids` (the OTLP intake, which derives
+    them)."""
     if not isinstance(raw, dict):
         return None, {"__all__": [f"Each item of '{kind}' must be a JSON object."]}
     try:
@@ -200,6 +215,10 @@ def parse_item(kind: str, raw: Any) -> tuple[Item | None, dict[str, list[str]]]:
             errors.setdefault(field, []).append(error["msg"])
         return None, errors
     errors = item.problems()
+    id_field = ID_FIELDS[kind]
+    reserved = kind in RESERVED_ID_KINDS and getattr(item, id_field).startswith(RESERVED_ID_PREFIX)
+    if reserved and not allow_reserved_ids:
+        errors.setdefault(id_field, []).append(RESERVED_ID_MESSAGE)
     return (None, errors) if errors else (item, {})
 
 

@@ -8,14 +8,16 @@ processes and restarts.
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
 from metering import live
@@ -25,7 +27,9 @@ from metering.models import (
     ActivityEventTag,
     Agent,
     CostSource,
+    IntakeSource,
     LLMModel,
+    OtlpKeyStats,
     Project,
     Repository,
     ResourceUsage,
@@ -66,12 +70,26 @@ def ingest_batch(
     usage: Sequence = (),
     activity: Sequence = (),
     resources: Sequence = (),
+    source: str = IntakeSource.API,
+    allow_reserved_ids: bool = False,
+    in_transaction: Callable[[Batch], Batch] | None = None,
 ) -> IngestResult:
+    """Validate and store one batch of raw items (DESIGN §5).
+
+    `source` is stored on every usage record and activity event of the batch. Ids starting
+    "otlp:" are refused unless `allow_reserved_ids`. `in_transaction`, when given, is called
+    inside the write transaction (again on each retry) with the valid items, before duplicates
+    are dropped, and returns the batch to write: the OTLP intake locks its sessions' rows there,
+    drops items and deletes the records they supersede, all in the same transaction. It is not
+    called when no item is valid.
+    """
+    if source not in IntakeSource.values:
+        raise ValueError(f"Unknown source {source!r}; expected one of {IntakeSource.values}.")
     result = IngestResult()
     batch = Batch()
     for kind, raws in (("usage", usage), ("activity", activity), ("resources", resources)):
         for index, raw in enumerate(raws):
-            item, errors = parse_item(kind, raw)
+            item, errors = parse_item(kind, raw, allow_reserved_ids=allow_reserved_ids)
             if item is None:
                 item_id = raw.get(ID_FIELDS[kind]) if isinstance(raw, dict) else None
                 result.rejected.append(
@@ -89,7 +107,8 @@ def ingest_batch(
     for attempt in range(CONFLICT_RETRIES):
         try:
             with transaction.atomic():
-                accepted, duplicates = _write(org, api_key, batch)
+                todo = in_transaction(batch) if in_transaction is not None else batch
+                accepted, duplicates = _write(org, api_key, todo, source)
             break
         except IntegrityError:
             if attempt == CONFLICT_RETRIES - 1:
@@ -99,13 +118,13 @@ def ingest_batch(
     return result
 
 
-def _write(org: Organization, api_key: ApiKey | None, batch: Batch) -> tuple[int, int]:
+def _write(org: Organization, api_key: ApiKey | None, batch: Batch, source: str) -> tuple[int, int]:
     fresh, duplicates = _drop_duplicates(org, batch)
     if not any(fresh.items()):
         return 0, duplicates
     dims = Dimensions(org, fresh)
-    usage = _build_usage(api_key, fresh.usage, dims)
-    activity = _build_activity(api_key, fresh.activity, dims)
+    usage = _build_usage(api_key, fresh.usage, dims, source)
+    activity = _build_activity(api_key, fresh.activity, dims, source)
     resources = _build_resources(api_key, fresh.resources, dims)
     bulk_insert(UsageRecord, usage)
     bulk_insert(ActivityEvent, activity)
@@ -333,17 +352,17 @@ class Dimensions:
         }
 
 
-def _build_usage(api_key, items, dims: Dimensions) -> list[UsageRecord]:
+def _build_usage(api_key, items, dims: Dimensions, source: str) -> list[UsageRecord]:
     book = PriceBook.load() if items else None
     records = []
     for _, item in items:
         model_id = dims.models[item.model]
         if item.cost is not None:
-            cost, source, price = quantize_money(item.cost), CostSource.CLIENT, None
+            cost, cost_source, price = quantize_money(item.cost), CostSource.CLIENT, None
         else:
             price = book.price_at(model_id, item.timestamp)
             tokens = Tokens(item.input_tokens, item.cached_input_tokens, item.cache_write_tokens, item.output_tokens)
-            cost, source = (cost_of(tokens, price), CostSource.PRICED) if price else (0, CostSource.UNPRICED)
+            cost, cost_source = (cost_of(tokens, price), CostSource.PRICED) if price else (0, CostSource.UNPRICED)
         records.append(
             UsageRecord(
                 **dims.attribution(item, api_key),
@@ -362,10 +381,12 @@ def _build_usage(api_key, items, dims: Dimensions) -> list[UsageRecord]:
                 output_tokens=item.output_tokens,
                 reasoning_tokens=item.reasoning_tokens,
                 cost=cost,
-                cost_source=source,
+                cost_source=cost_source,
                 price=price,
                 duration_ms=item.duration_ms,
                 conversation_id=item.conversation_id or "",
+                request_count=item.request_count,
+                source=source,
                 metadata=item.metadata,
             )
         )
@@ -377,7 +398,7 @@ def _rows(model, api_key: ApiKey | None, items, dims: Dimensions, fields) -> lis
     return [model(**dims.attribution(item, api_key), **fields(item)) for _, item in items]
 
 
-def _build_activity(api_key, items, dims: Dimensions) -> list[ActivityEvent]:
+def _build_activity(api_key, items, dims: Dimensions, source: str) -> list[ActivityEvent]:
     return _rows(
         ActivityEvent,
         api_key,
@@ -392,6 +413,7 @@ def _build_activity(api_key, items, dims: Dimensions) -> list[ActivityEvent]:
             "lines_added": item.lines_added,
             "lines_removed": item.lines_removed,
             "quantity": item.quantity,
+            "source": source,
             "metadata": item.metadata,
         },
     )
@@ -412,6 +434,31 @@ def _build_resources(api_key, items, dims: Dimensions) -> list[ResourceUsage]:
             "storage_gb": item.storage_gb,
         },
     )
+
+
+def record_otlp_export(
+    api_key: ApiKey, signal: str, *, stored: int, duplicates: int, ignored: int, rejected: int, message: str = ""
+) -> None:
+    """Count one OTLP export request of `api_key` for `signal` in its OtlpKeyStats (the admin
+    shows them with the key). `message`, when given, becomes the last rejection.
+
+    The counters grow in the database (F() increments), never from values read first, so
+    concurrent exports of one key all count. The first export of a signal creates its row,
+    ignoring a concurrent creator's; the increment then finds that row either way.
+    """
+    changes = {
+        "last_export_at": timezone.now(),
+        "requests": F("requests") + 1,
+        "stored": F("stored") + stored,
+        "duplicates": F("duplicates") + duplicates,
+        "ignored": F("ignored") + ignored,
+        "rejected": F("rejected") + rejected,
+        **({"last_rejection": message} if message else {}),
+    }
+    stats = OtlpKeyStats.objects.filter(api_key=api_key, signal=signal)
+    if not stats.update(**changes):
+        OtlpKeyStats.objects.bulk_create([OtlpKeyStats(api_key=api_key, signal=signal)], ignore_conflicts=True)
+        stats.update(**changes)
 
 
 def local_day(org: Organization, moment: datetime) -> date:

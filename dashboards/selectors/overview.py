@@ -7,7 +7,7 @@ from decimal import Decimal
 from dashboards.charts import Series, top_series
 from dashboards.selectors.common import Person, people, project_names, tokens
 from metering import selectors as metering
-from metering.models import ActivityKind
+from metering.models import LINES_OF_CODE_KINDS, ActivityKind
 
 TOP_PROJECTS = 8
 
@@ -69,7 +69,7 @@ def leaderboard(query: metering.Query) -> list[LeaderRow]:
         query,
         metering.plan(query.org, query.start, query.end),
         by=("user",),
-        kinds=(ActivityKind.DIFF_ACCEPTED, ActivityKind.TASK_COMPLETED),
+        kinds=(*LINES_OF_CODE_KINDS, ActivityKind.TASK_COMPLETED),
     )
     found = people(query.scope, {key[1] for key in usage.sums} | {user for _, user in activity})
     rows: dict[int, LeaderRow] = {}
@@ -83,9 +83,10 @@ def leaderboard(query: metering.Query) -> list[LeaderRow]:
         target = row(user_id)
         target.tokens, target.cost, target.requests = tokens(sums), sums["cost"], sums["requests"]
     for (kind, user_id), values in activity.items():
+        if kind in LINES_OF_CODE_KINDS:
+            row(user_id).lines_of_code += values["lines"]
         if kind == ActivityKind.DIFF_ACCEPTED:
             row(user_id).accepted_diffs += values["quantity"]
-            row(user_id).lines_of_code += values["lines"]
         elif kind == ActivityKind.TASK_COMPLETED:
             row(user_id).tasks_completed += values["quantity"]
     return list(rows.values())

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Membership, Tag, Team
 from metering.models import (
+    LINES_OF_CODE_KINDS,
     ActiveUserDaily,
     ActivityKind,
     Agent,
@@ -269,6 +270,7 @@ def _work_figures(query: Query, parts: Plan, total: dict) -> dict:
         ActivityKind.DIFF_ACCEPTED,
         ActivityKind.DIFF_REJECTED,
         ActivityKind.TASK_COMPLETED,
+        ActivityKind.LINES_CHANGED,
     )
     kinds = {kind: values for (kind,), values in activity_sums(query, parts, kinds=counted).items()}
     none = {"events": 0, "quantity": 0, "lines": 0}
@@ -285,5 +287,6 @@ def _work_figures(query: Query, parts: Plan, total: dict) -> dict:
         "accepted_diffs": diffs["quantity"],
         "rejected_diffs": kinds.get(ActivityKind.DIFF_REJECTED, none)["quantity"],
         "tasks_completed": kinds.get(ActivityKind.TASK_COMPLETED, none)["quantity"],
-        "lines_of_code": diffs["lines"],
+        # Accepted diffs' lines and lines changed outside a decision (Claude Code's metric).
+        "lines_of_code": sum(kinds.get(kind, none)["lines"] for kind in LINES_OF_CODE_KINDS),
     }

@@ -21,6 +21,8 @@ from metering.models import (
     DirtyDay,
     LLMModel,
     ModelPrice,
+    OtlpSession,
+    OtlpStream,
     Project,
     Repository,
     ResourceUsage,
@@ -108,6 +110,10 @@ def make_org_rows(org: Organization, user: User, llm: LLMModel, price: ModelPric
             org=org, resource_id=f"{org.slug}-w", start=now - timedelta(hours=1), end=now, user=user, cpu_cores=2
         ),
         DirtyDay: DirtyDay.objects.create(org=org, day=now.date()),
+        OtlpSession: OtlpSession.objects.create(org=org, session_id=f"{org.slug}-s", first_seen=now),
+        OtlpStream: OtlpStream.objects.create(
+            org=org, stream_hash=f"{org.slug:0<64}"[:64], start_time_ns=1, last_time_ns=2, last_value=3
+        ),
     }
     # The rollups of that day, built from the rows above.
     day = now.astimezone(org.tzinfo).date()
@@ -134,11 +140,12 @@ def rows(org, other_org, admin, outsider):
 
 def test_every_model_of_accounts_and_metering_has_an_admin():
     through_tables = {"UsageRecordTag", "ActivityEventTag"}
+    shown_on_their_key = {"OtlpKeyStats"}  # on the API key's page (test_an_api_keys_page_shows_its_otlp_exports)
     models = [
         model
         for app in ("accounts", "metering")
         for model in apps.get_app_config(app).get_models()
-        if model.__name__ not in through_tables
+        if model.__name__ not in through_tables | shown_on_their_key
     ]
     assert [label(m) for m in models if m not in django_admin.site._registry] == []
 
@@ -341,7 +348,15 @@ def test_an_org_admin_cannot_change_someone_who_is_also_in_another_org(admin_cli
 
 
 def add_key(client, org, **fields) -> object:
-    data = {"org": org.pk, "name": "CI", "scope_ingest": "on", **fields}
+    # As a browser posts the form: the OTLP settings at their initial values.
+    data = {
+        "org": org.pk,
+        "name": "CI",
+        "scope_ingest": "on",
+        "otlp_usage_source": "auto",
+        "otlp_use_client_cost": "on",
+        **fields,
+    }
     return client.post(url(ApiKey, "add"), data)
 
 
@@ -386,6 +401,45 @@ def test_an_org_admin_creates_keys_only_in_their_org(admin_client_, org, other_o
 
     assert "it will not be shown again" in add_key(admin_client_, org).content.decode()
     assert ApiKey.objects.get().org == org
+
+
+def test_a_new_key_takes_the_otlp_settings_of_its_form(su_client, org):
+    add_key(su_client, org, otlp_usage_source="logs", otlp_use_client_cost="")
+
+    key = ApiKey.objects.get()
+    assert (key.otlp_usage_source, key.otlp_use_client_cost) == ("logs", False)
+
+
+def test_an_org_admin_changes_their_keys_otlp_settings(admin_client_, org):
+    key = ApiKey(org=org, name="collector")
+    key.set_new_secret()
+    key.save()
+    assert (key.otlp_usage_source, key.otlp_use_client_cost) == ("auto", True)
+    data = form_data(admin_client_.get(url(ApiKey, "change", key.pk)))
+    data.pop("otlp_use_client_cost", None)  # unticked
+
+    response = admin_client_.post(url(ApiKey, "change", key.pk), {**data, "otlp_usage_source": "metrics"})
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.otlp_usage_source, key.otlp_use_client_cost) == ("metrics", False)
+
+
+def test_an_api_keys_page_shows_its_otlp_exports_read_only(su_client, org):
+    from metering.services import record_otlp_export
+
+    key = ApiKey(org=org, name="collector")
+    key.set_new_secret()
+    key.save()
+    assert "None yet." in su_client.get(url(ApiKey, "change", key.pk)).content.decode()
+    record_otlp_export(key, "metrics", stored=7, duplicates=2, ignored=1, rejected=3, message="bad <point>")
+
+    response = su_client.get(url(ApiKey, "change", key.pk))
+
+    html = response.content.decode()
+    assert "<td>Metrics</td>" in html
+    assert "<td>7</td><td>2</td><td>1</td><td>3</td><td>bad &lt;point&gt;</td>" in html
+    assert "otlp_exports" not in response.context["adminform"].form.fields  # shown, not editable
 
 
 def test_the_revoke_action_revokes_active_keys(su_client, org):

@@ -69,7 +69,7 @@ REPOSITORIES = ("atlas-api", "atlas-web", "tools")
 AGENTS = ("Claude Code", "Codex", "QA bot")
 MODELS = ("claude-sonnet-4-5", "gpt-5", "gpt-5-mini", "prop-unpriced-model")  # the last has no price
 TAGS = ("prod", "ci", "eval", "batch")
-KINDS = ("agent_run", "diff_accepted", "task_completed", "diff_rejected", "session_start", "commit")
+KINDS = ("agent_run", "diff_accepted", "task_completed", "diff_rejected", "session_start", "commit", "lines_changed")
 INTERVALS = ("5m", "1h", "6h", "day", "week")
 METRICS = ("cost", "tokens", "requests", "sessions")
 DIMENSIONS = ("team", "user", "project", "repository", "agent", "model", "api_key", "tag", "service_type")
@@ -217,6 +217,9 @@ def usage_items(draw, when, sessions, late_rate):
         "model": draw(st.sampled_from(MODELS)),
         "service_type": draw(st.sampled_from(ServiceType.values)),
         "status": draw(st.sampled_from(["success", "success", "error"])),
+        # The requests a record stands for: mostly one, as the JSON API's default; an OTLP
+        # metric point joins several, or none (DESIGN §12.8).
+        "request_count": draw(st.sampled_from([1, 1, 1, 0, 2, 7])),
         "input_tokens": input_tokens,
         "cached_input_tokens": draw(st.integers(0, input_tokens)),
         "output_tokens": draw(st.integers(0, 200_000)),
@@ -234,17 +237,18 @@ def activity_items(draw, when, sessions, late_rate):
         user, agent = draw(st.integers(0, len(USERS) - 1)), draw(maybe(st.sampled_from(AGENTS)))
     else:
         user, agent = sessions[session]
+    kind = draw(st.sampled_from(KINDS))
     return {
         "late": draw(st.integers(0, 9)) < late_rate,  # sent after the first rollup: its day is dirty again
         "timestamp": draw(when),
-        "kind": draw(st.sampled_from(KINDS)),
+        "kind": kind,
         "user": user,
         "agent": agent,
         "session": session,
         "team": draw(maybe(st.integers(0, len(TEAMS) - 1))),
         "project": draw(maybe(st.sampled_from(PROJECTS))),
         "repository": draw(maybe(st.sampled_from(REPOSITORIES))),
-        "quantity": draw(st.integers(0, 5)),
+        "quantity": 0 if kind == "lines_changed" else draw(st.integers(0, 5)),  # lines only
         "lines_added": draw(st.integers(0, 500)),
         "lines_removed": draw(st.integers(0, 500)),
         "tags": draw(st.lists(st.sampled_from(TAGS), unique=True, max_size=3)),
@@ -306,6 +310,8 @@ def wire_usage(n: int, item: dict, tz) -> dict:
         body["cost"] = f"{item['cost']:f}"
     if item["conversation"]:
         body["conversation_id"] = item["conversation"]
+    if item["request_count"] != 1:  # else the default
+        body["request_count"] = item["request_count"]
     return {**body, **_attribution(item)}
 
 
@@ -390,6 +396,7 @@ def load(org: Organization, anchor: date) -> World:
             "api_key_id",
             "service_type",
             "status",
+            "request_count",
             "input_tokens",
             "cached_input_tokens",
             "output_tokens",
@@ -500,8 +507,8 @@ def expected_summary(world: World, asked: Asked) -> dict:
     for e in events:
         quantity[e["kind"]] += e["quantity"]
     return {
-        "requests": len(records),
-        "failed_requests": sum(r["status"] == "error" for r in records),
+        "requests": sum(r["request_count"] for r in records),
+        "failed_requests": sum(r["request_count"] for r in records if r["status"] == "error"),
         "input_tokens": sum(r["input_tokens"] for r in records),
         "cached_input_tokens": sum(r["cached_input_tokens"] for r in records),
         "output_tokens": sum(r["output_tokens"] for r in records),
@@ -516,7 +523,9 @@ def expected_summary(world: World, asked: Asked) -> dict:
         "agent_runs": quantity["agent_run"],
         "accepted_diffs": quantity["diff_accepted"],
         "tasks_completed": quantity["task_completed"],
-        "lines_of_code": sum(e["lines_added"] + e["lines_removed"] for e in events if e["kind"] == "diff_accepted"),
+        "lines_of_code": sum(
+            e["lines_added"] + e["lines_removed"] for e in events if e["kind"] in ("diff_accepted", "lines_changed")
+        ),
         "unique_models": len({r["model_id"] for r in records}),
         "active_projects": len({r["project_id"] for r in records} - {None}),
         "total_projects": len(world.names["project"]),
@@ -537,7 +546,7 @@ def expected_breakdown(world: World, asked: Asked, dimension: str) -> dict:
             names = [world.names[dimension][value] if value is not None else None]
         for name in names:
             rows[name]["cost"] += r["cost"]
-            rows[name]["requests"] += 1
+            rows[name]["requests"] += r["request_count"]
             rows[name]["total_tokens"] += r["input_tokens"] + r["output_tokens"]
     return dict(rows)
 
@@ -553,7 +562,7 @@ def expected_by_agent(world: World, asked: Asked) -> dict:
         session_cost = sum((r["cost"] for r in rows if r["session_id"] is not None), Decimal(0))
         out[world.names["agent"][agent] if agent is not None else None] = {
             "sessions": len(mine),
-            "requests": len(rows),
+            "requests": sum(r["request_count"] for r in rows),
             "total_tokens": sum(r["input_tokens"] + r["output_tokens"] for r in rows),
             "cost": sum((r["cost"] for r in rows), Decimal(0)),
             "avg_cost_per_session": ratio(session_cost, len(mine)),
@@ -577,7 +586,7 @@ def expected_series(world: World, asked: Asked, interval: str, metric: str) -> t
         elif metric == "tokens":
             values[i] += row["input_tokens"] + row["output_tokens"]
         else:
-            values[i] += 1
+            values[i] += row["request_count"]
     return starts, [len(v) for v in values] if metric == "sessions" else values
 
 
@@ -768,7 +777,7 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
                 want = defaultdict(lambda: [0, Decimal(0)])
                 for r in records:
                     key = tuple(r["service_type"] if d == "service_type" else r[f"{d}_id"] for d in pair)
-                    want[key][0] += 1
+                    want[key][0] += r["request_count"]
                     want[key][1] += r["cost"]
                 got = selectors.usage_sums(query, by=pair, measures=("requests", "cost")).sums
                 assert {k[1:]: v["requests"] for k, v in got.items()} == {k: v[0] for k, v in want.items()}, pair
@@ -807,10 +816,12 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
                     n = len(starts) - 1
                     want_trends = defaultdict(lambda n=n: [0] * n)
                     for r in records:
-                        want_totals[r[f"{by}_id"]][0] += 1
+                        want_totals[r[f"{by}_id"]][0] += r["request_count"]
                         want_totals[r[f"{by}_id"]][1] += r["output_tokens"]
                         want_totals[r[f"{by}_id"]][2] += r["cost"]
-                        want_trends[r[f"{by}_id"]][bisect.bisect_right(starts, r["timestamp"]) - 1] += 1
+                        want_trends[r[f"{by}_id"]][bisect.bisect_right(starts, r["timestamp"]) - 1] += r[
+                            "request_count"
+                        ]
                     totals, trends = selectors.usage_trends(
                         query, buckets, by=by, measures=("requests", "output_tokens", "cost")
                     )
@@ -826,7 +837,7 @@ def test_the_pages_groupings_agree_with_the_raw_rows(db, ds, data):
                     for r in records:
                         bucket = bisect.bisect_right(starts, r["timestamp"]) - 1
                         key = (bucket, *(r["service_type"] if d == "service_type" else r[f"{d}_id"] for d in by))
-                        want[key][0] += 1
+                        want[key][0] += r["request_count"]
                         want[key][1] += r["cost"]
                     got = selectors.usage_sums(query, by=by, buckets=buckets, measures=("requests", "cost")).sums
                     assert {k: v["requests"] for k, v in got.items()} == {k: v[0] for k, v in want.items()}, by

@@ -21,11 +21,12 @@ from tqdm import tqdm
 
 from accounts.models import Organization
 from metering.management.orgs import command_org
+from metering.models import IntakeSource
 from metering.schemas import MAX_ITEMS, TOKEN_FIELDS, UsageItem, loads_exact
 from metering.services import ingest_batch
 
 MAX_LISTED = 50
-INTEGER_FIELDS = (*TOKEN_FIELDS, "duration_ms")
+INTEGER_FIELDS = (*TOKEN_FIELDS, "duration_ms", "request_count")
 JSON_FIELDS = ("metadata", "usage")
 REQUIRED_COLUMNS = ("request_id", "timestamp", "user", "model")
 INTEGER = re.compile(r"^[+-]?\d+$")
@@ -197,7 +198,7 @@ class Command(BaseCommand):
     def _ingest(self, org: Organization, pending: list, tally: Tally) -> None:
         """Send one batch's readable lines to ingestion and tally every line, in file order."""
         readable = [(number, item) for number, item, reason in pending if reason is None]
-        result = ingest_batch(org=org, usage=[item for _, item in readable])
+        result = ingest_batch(org=org, usage=[item for _, item in readable], source=IntakeSource.IMPORT)
         refused = {readable[r.index][0]: r for r in result.rejected}
         for number, _, reason in pending:
             if reason is not None:
