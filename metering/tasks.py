@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from metering.otlp import streams
 from metering.rollups import dirty_days_rebuild
 
 
@@ -9,3 +10,9 @@ from metering.rollups import dirty_days_rebuild
 def rebuild_dirty_days(limit: int = 500) -> int:
     """Rebuild the rollups of days ingestion marked dirty (beat runs it every minute)."""
     return dirty_days_rebuild(limit=limit)
+
+
+@shared_task
+def forget_idle_otlp_streams() -> int:
+    """Drop the state of cumulative OTLP streams idle for 35 days (beat runs it daily; DESIGN §12.5)."""
+    return streams.forget_idle_streams()

@@ -173,6 +173,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "rebuild-dirty-rollups": {"task": "metering.tasks.rebuild_dirty_days", "schedule": 60.0},
+    "forget-idle-otlp-streams": {"task": "metering.tasks.forget_idle_otlp_streams", "schedule": 24 * 3600.0},
 }
 
 # Money: every cost column uses these, and metering.pricing quantises to them.
