@@ -294,7 +294,9 @@ def _map_usage_points(points: list[_Point], settings: KeySettings, out: Mapped) 
     groups: dict[str, list[_Point]] = {}
     for point in points:
         if point.metric == TOKEN_METRIC and point.attrs.get("type") not in TOKEN_TYPES:
-            out.ignored += 1  # a token type this version does not know
+            out.rejected.append(
+                f"{point.name}: type {point.attrs.get('type')!r} is not one of {', '.join(sorted(TOKEN_TYPES))}"
+            )
             continue
         key = ids.metric_usage_id(point.res.pb, point.scope, point.pb.attributes, point.pb.time_unix_nano)
         groups.setdefault(key, []).append(point)
@@ -361,12 +363,12 @@ def _map_count_point(point: _Point, settings: KeySettings) -> list[Derived]:
         kind = "lines_changed"
         which = {"added": "lines_added", "removed": "lines_removed"}.get(lookup.text("type"))
         if which is None:
-            return []
+            raise _Rejected(f"type {lookup.text('type')!r} is not added or removed")
         lines = {which: n}
     elif point.metric == DECISION_METRIC:
         kind = DECISIONS.get(lookup.text("decision"))
         if kind is None:
-            return []
+            raise _Rejected(f"decision {lookup.text('decision')!r} is not accept or reject")
         role = METRICS_USAGE
     else:
         kind = COUNT_METRICS[point.metric]

@@ -258,9 +258,10 @@ def test_other_metrics_and_active_time_are_ignored():
     assert mapped.items == [] and mapped.ignored == 4 and mapped.rejected == []
 
 
-def test_an_unknown_token_type_is_ignored():
+def test_an_unknown_token_type_is_rejected():
     mapped = run_metrics(counter("claude_code.token.usage", tokens("cacheCreation1h", 5)))
-    assert mapped.items == [] and mapped.ignored == 1
+    assert mapped.items == [] and mapped.ignored == 0
+    assert ["type 'cacheCreation1h' is not one of" in reason for reason in mapped.rejected] == [True]
 
 
 # ---------------------------------------------------------------- Claude Code metrics: counts and lines
@@ -297,7 +298,7 @@ def test_edit_decisions_become_diff_events_counted_as_metrics_usage():
     assert {d.role for d in mapped.items} == {"metrics_usage"}
     assert mapped.items[0].item["metadata"]["tool_name"] == "Edit"
     assert "decision" not in mapped.items[0].item["metadata"]
-    assert mapped.ignored == 1
+    assert mapped.ignored == 0 and len(mapped.rejected) == 1 and "decision 'maybe'" in mapped.rejected[0]
 
 
 def test_commits_and_pull_requests_become_events():
@@ -331,7 +332,7 @@ def test_lines_of_code_make_one_lines_changed_event_of_quantity_zero():
     assert not added["event_id"].endswith(":1") and len(added["event_id"]) == len("otlp:m:") + 32
     assert added["metadata"]["model"] == "m"
     assert {d.role for d in mapped.items} == {None}
-    assert mapped.ignored == 1
+    assert mapped.ignored == 0 and len(mapped.rejected) == 1 and "type 'moved'" in mapped.rejected[0]
 
 
 # ---------------------------------------------------------------- who, team, project, tags, metadata (§12.4)
