@@ -66,9 +66,12 @@ def post(key, signal: str, message, *, as_json=False) -> tuple[int, bytes]:
 class ClaudeCodeMeter:
     """Claude Code's counters, collected by the SDK as its exporter would send them."""
 
-    def __init__(self, temporality=AggregationTemporality.DELTA):
-        self.reader = InMemoryMetricReader(preferred_temporality={Counter: temporality})
-        provider = MeterProvider(resource=RESOURCE, metric_readers=[self.reader])
+    def __init__(self, temporality=AggregationTemporality.DELTA, reader=None):
+        # Another reader (an exporter's) may stand in for the in-memory one.
+        self.reader = reader or InMemoryMetricReader(preferred_temporality={Counter: temporality})
+        self.provider = provider = MeterProvider(
+            resource=RESOURCE, metric_readers=[self.reader], shutdown_on_exit=reader is None
+        )
         meter = provider.get_meter("com.anthropic.claude_code", "2.1.220")
         self.tokens = meter.create_counter("claude_code.token.usage", unit="tokens")
         self.cost = meter.create_counter("claude_code.cost.usage", unit="USD")
