@@ -10,11 +10,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from accounts.services import api_key_authenticate
+from metering.api import DB_RETRY_AFTER_SECONDS
 from metering.otlp import wire
 from metering.otlp.intake import accept
 from metering.ratelimit import seconds_until_allowed
-
-DB_RETRY_AFTER_SECONDS = 5  # as the JSON API's
 
 
 @csrf_exempt

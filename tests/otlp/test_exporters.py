@@ -34,7 +34,7 @@ from metering.models import ActivityEvent, OtlpKeyStats, UsageRecord
 from metering.pricing import PriceBook, Tokens, cost_of, price_set, quantize_money
 from metering.ratelimit import WINDOW_SECONDS
 from tests.conftest import make_user
-from tests.otlp.test_intake import BASE, RESOURCE, ClaudeCodeMeter
+from tests.otlp.test_intake import BASE, CHAT_SPAN, RESOURCE, ClaudeCodeMeter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DELTA, CUMULATIVE = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
@@ -383,16 +383,7 @@ def test_genai_spans_are_priced_from_the_table_and_the_agent_span_is_a_run(expor
             pass
         with tracer.start_as_current_span(
             "chat gpt-5-mini",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": "gpt-5-mini",
-                "gen_ai.response.model": "gpt-5-mini",
-                "gen_ai.usage.input_tokens": 1200,
-                "gen_ai.usage.cache_read.input_tokens": 200,
-                "gen_ai.usage.output_tokens": 80,
-                "gen_ai.conversation.id": "conv-9",
-            },
+            attributes=CHAT_SPAN,
         ):
             pass
     assert provider.force_flush()

@@ -37,6 +37,16 @@ SESSION = "5d4c3b2a-cc01"
 RESOURCE = Resource.create(
     {"service.name": "claude-code", "team.id": "Platform", "department": "engineering", "cost_center": "eng-123"}
 )
+CHAT_SPAN = {  # a GenAI chat span's attributes (DESIGN §12.3.4)
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-5-mini",
+    "gen_ai.response.model": "gpt-5-mini",
+    "gen_ai.usage.input_tokens": 1200,
+    "gen_ai.usage.cache_read.input_tokens": 200,
+    "gen_ai.usage.output_tokens": 80,
+    "gen_ai.conversation.id": "conv-9",
+}
 BASE = {"session.id": SESSION, "user.email": "Dev@Acme.test", "organization.id": "anthropic-org-uuid"}
 
 
@@ -299,16 +309,7 @@ def test_genai_spans_become_priced_records_and_agent_runs(org, key, dev):
     ):
         with tracer.start_as_current_span(
             "chat gpt-5-mini",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": "gpt-5-mini",
-                "gen_ai.response.model": "gpt-5-mini",
-                "gen_ai.usage.input_tokens": 1200,
-                "gen_ai.usage.cache_read.input_tokens": 200,
-                "gen_ai.usage.output_tokens": 80,
-                "gen_ai.conversation.id": "conv-9",
-            },
+            attributes=CHAT_SPAN,
         ):
             pass
         with tracer.start_as_current_span("execute_tool lookup", attributes={"gen_ai.operation.name": "execute_tool"}):
