@@ -8,6 +8,7 @@ Prices are written by `price_set`; `records_reprice` re-prices a period on reque
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -56,7 +57,7 @@ def cost_of(tokens: Tokens, price: ModelPrice) -> Decimal:
 
 
 class PriceBook:
-    """All prices, loaded once, answering 'which price was in force then?' without a query."""
+    """Prices, loaded once, answering 'which price was in force then?' without a query."""
 
     def __init__(self, prices):
         self._by_model: dict[int, list[ModelPrice]] = defaultdict(list)
@@ -65,8 +66,10 @@ class PriceBook:
         self._days = {model_id: [p.effective_from for p in ps] for model_id, ps in self._by_model.items()}
 
     @classmethod
-    def load(cls) -> "PriceBook":
-        return cls(ModelPrice.objects.all())
+    def load(cls, model_ids: Iterable[int] | None = None) -> "PriceBook":
+        """Every price, or only those of `model_ids`."""
+        prices = ModelPrice.objects.all()
+        return cls(prices if model_ids is None else prices.filter(model_id__in=set(model_ids)))
 
     def price_at(self, model_id: int, when: datetime) -> ModelPrice | None:
         days = self._days.get(model_id)

@@ -15,7 +15,7 @@ from functools import partial
 
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -126,36 +126,34 @@ def _write(org: Organization, api_key: ApiKey | None, batch: Batch, source: str)
     usage = _build_usage(api_key, fresh.usage, dims, source)
     activity = _build_activity(api_key, fresh.activity, dims, source)
     resources = _build_resources(api_key, fresh.resources, dims)
-    bulk_insert(UsageRecord, usage)
-    bulk_insert(ActivityEvent, activity)
-    bulk_insert(ResourceUsage, resources)
     record_tags = [
         (record, [dims.tags[name] for name in set(item.tags)])
         for record, (_, item) in zip(usage, fresh.usage, strict=True)
     ]
-    bulk_insert(
-        UsageRecordTag, [UsageRecordTag(record=record, tag_id=tag) for record, tags in record_tags for tag in tags]
-    )
-    bulk_insert(
-        ActivityEventTag,
-        [
-            ActivityEventTag(event=event, tag_id=dims.tags[name])
-            for event, (_, item) in zip(activity, fresh.activity, strict=False)
-            for name in set(item.tags)
-        ],
-    )
+    event_tags = [
+        (event, [dims.tags[name] for name in set(item.tags)])
+        for event, (_, item) in zip(activity, fresh.activity, strict=True)
+    ]
+    # Only rows that tag links point at need their keys before they are written.
+    bulk_insert(UsageRecord, usage, keys=any(tags for _, tags in record_tags))
+    bulk_insert(ActivityEvent, activity, keys=any(tags for _, tags in event_tags))
+    bulk_insert(ResourceUsage, resources)
+    bulk_insert(UsageRecordTag, [UsageRecordTag(record=r, tag_id=tag) for r, tags in record_tags for tag in tags])
+    bulk_insert(ActivityEventTag, [ActivityEventTag(event=e, tag_id=tag) for e, tags in event_tags for tag in tags])
     mark_days_dirty(org, _days_touched(org, fresh))
     # Announced once the rows are durable; a retried batch (see ingest_batch) registers anew.
     transaction.on_commit(partial(live.announce_usage, org, record_tags))
     return len(usage) + len(activity) + len(resources), duplicates
 
 
-def bulk_insert(model, objs: list) -> None:
-    """Insert `objs` and set their primary keys, as bulk_create does: on PostgreSQL by COPY.
+def bulk_insert(model, objs: list, *, keys: bool = False) -> None:
+    """Insert `objs` as bulk_create does, on PostgreSQL by COPY. With `keys`, their primary keys
+    are drawn from the table's sequence first and set on them, for other rows to point at;
+    without, the database numbers the rows and the objects keep no key.
 
     COPY raised HTTP ingest from 17 % to 30 % of a bare COPY's rate (bench/ingest.py).
-    SQLite keeps bulk_create: reserving ids there needs the write lock, which a
-    batch whose users, teams, ... all exist does not hold yet.
+    SQLite keeps bulk_create (which sets keys either way): reserving ids there needs the
+    write lock, which a batch whose users, teams, ... all exist does not hold yet.
     """
     if not objs:
         return
@@ -163,28 +161,42 @@ def bulk_insert(model, objs: list) -> None:
         model.objects.bulk_create(objs)
         return
     fields = model._meta.concrete_fields
-    for obj, pk in zip(objs, reserve_ids(model, len(objs)), strict=True):
-        obj.pk = pk
+    if keys:
+        for obj, pk in zip(objs, reserve_ids(model, len(objs)), strict=True):
+            obj.pk = pk
+    else:
+        fields = [f for f in fields if not f.primary_key]
     # pre_save fills auto_now_add fields (received_at) and returns the attribute otherwise.
     insert_rows(model, fields, ([f.pre_save(obj, add=True) for f in fields] for obj in objs))
 
 
 def _drop_duplicates(org: Organization, batch: Batch) -> tuple[Batch, int]:
-    """The items not stored before and not repeated earlier in this batch."""
+    """The items not stored before and not repeated earlier in this batch (one query)."""
+    kinds = [
+        (kind, table, ID_FIELDS[kind])
+        for kind, table in (("usage", UsageRecord), ("activity", ActivityEvent), ("resources", ResourceUsage))
+        if getattr(batch, kind)
+    ]
+    queries = [
+        table.objects.filter(
+            org=org, **{f"{id_field}__in": {getattr(item, id_field) for _, item in getattr(batch, kind)}}
+        )
+        .order_by()
+        .values_list(Value(i), id_field)
+        for i, (kind, table, id_field) in enumerate(kinds)
+    ]
+    seen: list[set[str]] = [set() for _ in kinds]
+    if queries:
+        for i, item_id in queries[0].union(*queries[1:], all=True):
+            seen[i].add(item_id)
     fresh, duplicates = Batch(), 0
-    for kind, table in (("usage", UsageRecord), ("activity", ActivityEvent), ("resources", ResourceUsage)):
-        id_field = ID_FIELDS[kind]
-        items = getattr(batch, kind)
-        if not items:
-            continue
-        ids = {getattr(item, id_field) for _, item in items}
-        seen = set(table.objects.filter(org=org, **{f"{id_field}__in": ids}).values_list(id_field, flat=True))
-        for index, item in items:
+    for (kind, _, id_field), stored in zip(kinds, seen, strict=True):
+        for index, item in getattr(batch, kind):
             item_id = getattr(item, id_field)
-            if item_id in seen:
+            if item_id in stored:
                 duplicates += 1
             else:
-                seen.add(item_id)
+                stored.add(item_id)
                 getattr(fresh, kind).append((index, item))
     return fresh, duplicates
 
@@ -199,65 +211,99 @@ class Dimensions:
         def names(attr):
             return {getattr(item, attr) for item in items if getattr(item, attr, None)}
 
-        self.users, self.user_teams = self._users({item.user for item in items if item.user})
-        self.teams = self._named(Team, names("team"))
-        self.projects = self._named(Project, names("project"))
+        users = {item.user for item in items if item.user}
         repo_project = {item.repository: item.project for item in items if getattr(item, "repository", None)}
+        providers = {item.model: item.provider for _, item in batch.usage}
+        found = self._found(
+            {
+                User: {v.lower() for v in users if "@" in v},
+                Team: names("team"),
+                Project: names("project"),
+                Repository: set(repo_project),
+                Agent: names("agent"),
+                Tag: {tag for item in items for tag in item.tags},
+                LLMModel: set(providers),
+            }
+        )
+        self.users, self.user_teams = self._users(users, found[User])
+        self.teams = self._named(Team, found[Team])
+        self.projects = self._named(Project, found[Project])
         self.repositories = self._named(
             Repository,
-            set(repo_project),
+            found[Repository],
             lambda name: Repository(org=org, name=name, project_id=self.projects.get(repo_project[name])),
         )
-        self.agents = self._named(Agent, names("agent"))
-        self.tags = self._named(Tag, {tag for item in items for tag in item.tags})
-        self.models = self._models({item.model: item.provider for _, item in batch.usage})
+        self.agents = self._named(Agent, found[Agent])
+        self.tags = self._named(Tag, found[Tag])
+        self.models = self._named(
+            LLMModel, found[LLMModel], lambda name: LLMModel(name=name, provider=providers[name] or "")
+        )
         self.sessions = self._sessions(items)
 
-    def _named(self, table, wanted: set[str], build=None) -> dict[str, int]:
-        if not wanted:
-            return {}
-        found = dict(table.objects.filter(org=self.org, name__in=wanted).values_list("name", "id"))
+    def _rows(self, table, names: set[str], *first):
+        """A values query of (*first, name, id) of the rows of `table` the batch names: users by
+        email in any case, models of every org, the rest the org's own by name."""
+        if table is User:
+            rows = User.objects.annotate(key=Lower("email")).filter(key__in=names)
+            return rows.order_by().values_list(*first, "key", "id")
+        rows = table.objects.filter(name__in=names)
+        return (rows if table is LLMModel else rows.filter(org=self.org)).order_by().values_list(*first, "name", "id")
+
+    def _found(self, wanted: dict[type, set[str]]) -> dict[type, tuple[set[str], dict[str, int]]]:
+        """{table: (the names wanted, {name: id} of those that exist)}, all found in one query."""
+        found = {table: (names, {}) for table, names in wanted.items()}
+        tables = [table for table, names in wanted.items() if names]
+        if tables:
+            queries = [self._rows(table, wanted[table], Value(i)) for i, table in enumerate(tables)]
+            for i, name, pk in queries[0].union(*queries[1:], all=True):
+                found[tables[i]][1][name] = pk
+        return found
+
+    def _named(self, table, wanted_found: tuple[set[str], dict[str, int]], build=None) -> dict[str, int]:
+        """{name: id} of every row wanted, those missing created."""
+        wanted, found = wanted_found
         missing = wanted - found.keys()
         if missing:
             build = build or (lambda name: table(org=self.org, name=name))
             table.objects.bulk_create([build(name) for name in sorted(missing)], ignore_conflicts=True)
-            found.update(table.objects.filter(org=self.org, name__in=missing).values_list("name", "id"))
+            found.update(self._rows(table, missing))
         return found
 
-    def _models(self, providers: dict[str, str | None]) -> dict[str, int]:
-        if not providers:
-            return {}
-        found = dict(LLMModel.objects.filter(name__in=providers).values_list("name", "id"))
-        missing = providers.keys() - found.keys()
-        if missing:
-            LLMModel.objects.bulk_create(
-                [LLMModel(name=name, provider=providers[name] or "") for name in sorted(missing)], ignore_conflicts=True
-            )
-            found.update(LLMModel.objects.filter(name__in=missing).values_list("name", "id"))
-        return found
-
-    def _users(self, values: set[str]) -> tuple[dict[str, int], dict[int, int]]:
-        """Users by the value items name them with (an email, or an external id without '@').
+    def _users(self, values: set[str], by_email: tuple[set[str], dict[str, int]]) -> tuple[dict, dict[int, int]]:
+        """Users by the value items name them with (an email, or an external id without '@'),
+        given the emails' (wanted, found); and {user id: their default team}.
 
         Unknown users become members of the org with no usable password: they
         appear in the data and can log in only once an admin invites them.
         """
-        emails = {v.lower() for v in values if "@" in v}
+        emails, by_email = by_email
         external_ids = {v for v in values if "@" not in v}
-        by_email = self._users_by_email(emails)
         missing = emails - by_email.keys()
         if missing:
             User.objects.bulk_create(
                 [User(email=email, password=make_password(None)) for email in sorted(missing)], ignore_conflicts=True
             )
-            by_email.update(self._users_by_email(missing))
+            by_email.update(self._rows(User, missing))
         memberships = Membership.objects.filter(org=self.org)
-        members = set(memberships.filter(user_id__in=by_email.values()).values_list("user_id", flat=True))
+        # A record's team defaults to its user's team: the first of their teams.
+        team_of: dict[int, int] = {}
+
+        def members(lookup: str, wanted) -> dict:
+            """{value of `lookup`: user id} of the org's memberships that have one of `wanted`."""
+            found = {}
+            rows = memberships.filter(**{f"{lookup}__in": wanted}).order_by("teams")
+            for value, user_id, team_id in rows.values_list(lookup, "user_id", "teams"):
+                found[value] = user_id
+                if team_id is not None:
+                    team_of.setdefault(user_id, team_id)
+            return found
+
+        joined = members("user_id", by_email.values())
         Membership.objects.bulk_create(
-            [Membership(org=self.org, user_id=uid, role=Role.MEMBER) for uid in set(by_email.values()) - members],
+            [Membership(org=self.org, user_id=uid, role=Role.MEMBER) for uid in set(by_email.values()) - joined.keys()],
             ignore_conflicts=True,
         )
-        by_external = dict(memberships.filter(external_id__in=external_ids).values_list("external_id", "user_id"))
+        by_external = members("external_id", external_ids)
         missing = sorted(external_ids - by_external.keys())
         if missing:
             new_users = User.objects.bulk_create(
@@ -269,23 +315,7 @@ class Dimensions:
             )
             by_external.update(memberships.filter(external_id__in=missing).values_list("external_id", "user_id"))
         ids = {value: by_email[value.lower()] if "@" in value else by_external[value] for value in values}
-        # A record's team defaults to its user's team: the first of their teams.
-        team_of: dict[int, int] = {}
-        for user_id, team_id in (
-            Membership.teams.through.objects.filter(membership__org=self.org, membership__user_id__in=ids.values())
-            .order_by("team_id")
-            .values_list("membership__user_id", "team_id")
-        ):
-            team_of.setdefault(user_id, team_id)
         return ids, team_of
-
-    @staticmethod
-    def _users_by_email(emails: set[str]) -> dict[str, int]:
-        if not emails:
-            return {}
-        return dict(
-            User.objects.annotate(email_ci=Lower("email")).filter(email_ci__in=emails).values_list("email_ci", "id")
-        )
 
     def _sessions(self, items: list[Item]) -> dict[str, int]:
         """Upsert the batch's sessions, widening first_seen/last_seen to cover its items."""
@@ -353,7 +383,8 @@ class Dimensions:
 
 
 def _build_usage(api_key, items, dims: Dimensions, source: str) -> list[UsageRecord]:
-    book = PriceBook.load() if items else None
+    unpriced = {dims.models[item.model] for _, item in items if item.cost is None}
+    book = PriceBook.load(unpriced) if unpriced else None
     records = []
     for _, item in items:
         model_id = dims.models[item.model]
