@@ -55,22 +55,25 @@ def accept(signal: str, message, api_key: ApiKey) -> Outcome:
             allow_reserved_ids=True,
             in_transaction=one_source,
         )
-    reasons = list(mapped.rejected)
-    origins = {}
-    for rejection in result.rejected:
-        origin = _EXPANDED.sub("", rejection.id or f"{rejection.kind} item {rejection.index}")
-        origins.setdefault(origin, "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in rejection.errors.items()))
-    reasons += [f"{origin}: {why}" for origin, why in origins.items()]
-    text = _message(reasons)
-    record_otlp_export(
-        api_key,
-        signal,
-        stored=result.accepted,
-        duplicates=result.duplicates,
-        ignored=mapped.ignored + one_source.dropped,
-        rejected=len(reasons),
-        message=text,
-    )
+        reasons = list(mapped.rejected)
+        origins = {}
+        for rejection in result.rejected:
+            origin = _EXPANDED.sub("", rejection.id or f"{rejection.kind} item {rejection.index}")
+            origins.setdefault(
+                origin, "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in rejection.errors.items())
+            )
+        reasons += [f"{origin}: {why}" for origin, why in origins.items()]
+        text = _message(reasons)
+        # In the same transaction: one commit a request, and the counts agree with what it stored.
+        record_otlp_export(
+            api_key,
+            signal,
+            stored=result.accepted,
+            duplicates=result.duplicates,
+            ignored=mapped.ignored + one_source.dropped,
+            rejected=len(reasons),
+            message=text,
+        )
     return Outcome(rejected=len(reasons), message=text)
 
 
