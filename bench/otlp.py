@@ -431,10 +431,6 @@ def main():
             # On, so the limiter's work is in the numbers, but far above the load.
             "API_RATE_LIMIT_PER_MINUTE": "10000000",
             "LOG_LEVEL": "WARNING",
-            # Django under ASGI runs each request's sync view in a thread of its own, so a kept
-            # connection (the default 60 s) is one more open connection per request: a few hundred
-            # requests exhaust max_connections (PostgreSQL's 100 here) and the intake answers 503.
-            "DB_CONN_MAX_AGE": "0",
         }
         env.pop("REDIS_URL", None)
         procs, ports = start_servers(args.servers, env)

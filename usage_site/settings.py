@@ -83,6 +83,18 @@ if DATABASE_URL:
         DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
+        # Under ASGI every request runs its sync view in a thread of its own, so a kept connection
+        # (CONN_MAX_AGE) is never reused and a new one costs each request ~10 ms (bench/otlp.py);
+        # kept ones pile up until max_connections. A pool per process lends each request one of
+        # DB_POOL_SIZE connections, checked before lending (CONN_HEALTH_CHECKS), so a restarted
+        # server's broken connections are replaced, not handed out.
+        DATABASES["default"] |= {"CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": True}
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("DB_POOL_SIZE", 10),
+            "timeout": 10,
+        }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # The dashboards' queries take milliseconds; PostgreSQL's JIT spent 10-50 ms compiling
         # each of the larger ones for nothing (bench/queries.py on 10M records). Raw reads count

@@ -95,7 +95,8 @@ def daphne_url(django_db_setup, django_db_blocker):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "usage_site.settings",
         "DATABASE_URL": database_url,
-        # No persistent connections: the test run truncates and finally drops this database.
+        # No persistent or pooled connections: the test run truncates and finally drops this database.
+        "DB_POOL": "0",
         "DB_CONN_MAX_AGE": "0",
         # DEBUG serves static files through WhiteNoise's finders, without collectstatic.
         "DEBUG": "1",
