@@ -38,6 +38,28 @@ def reserve_ids(model, count: int) -> list[int]:
         return list(range(last + 1, last + 1 + count))
 
 
+def select_in(parts: Sequence[tuple[str, str, Iterable, dict, Sequence[str]]]) -> list[tuple]:
+    """Rows of several tables in one statement: for each part (table, key, keys, equal, columns),
+    `SELECT <part index>, key, *columns FROM table WHERE key IN keys AND column = value ...` for
+    each item of `equal`, joined by UNION ALL; every part has as many columns. Parts without
+    keys are left out. The ORM spends ~3 ms building and compiling such a union of querysets
+    that takes 0.5 ms to run (ingest's lookups, several in every request).
+    """
+    selects, params = [], []
+    for i, (table, key, keys, equal, columns) in enumerate(parts):
+        keys = list(keys)
+        if not keys:
+            continue
+        where = [f"{key} IN ({', '.join(['%s'] * len(keys))})", *(f"{column} = %s" for column in equal)]
+        selects.append(f"SELECT {i:d}, {', '.join([key, *columns])} FROM {table} WHERE {' AND '.join(where)}")
+        params += [*keys, *equal.values()]
+    if not selects:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(selects), params)
+        return cursor.fetchall()
+
+
 def _converter(f: Field):
     # psycopg adapts ints, text, aware datetimes and Decimals itself; JSON needs Django's
     # adapter everywhere, and SQLite's driver also needs datetimes and decimals as text.

@@ -5,8 +5,9 @@ group of its org (admins), of its team (that team's managers) and of its user (t
 whatever their role), and to no other, so a consumer only ever receives rows its viewer may
 see (dashboards.consumers joins the groups the viewer's scope allows, and checks again).
 
-Sending never holds up or fails an ingest request. In the web process the messages are
-handed to the server's event loop and the request goes on at once; the in-memory channel
+Sending never holds up or fails an ingest request. In the web process the records are
+handed to the server's event loop, which reads the names the payloads show and sends them,
+and the request goes on at once; the in-memory channel
 layer of the embedded default only reaches consumers on that loop anyway (DESIGN §11).
 Elsewhere (import_usage, a shell) they are sent before returning, within SEND_TIMEOUT. If the
 layer cannot be reached (Redis is down) the announcement is dropped and logged: the records
@@ -19,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from accounts.models import Membership, Team
@@ -133,11 +135,15 @@ def announce_usage(org, records: list[tuple[UsageRecord, Iterable[int]]]) -> Non
         layer = get_channel_layer()
         if layer is None:
             return
-        groups = messages_by_group(org.pk, usage_payloads(org, records))
         loop = _web_loop
         if loop is not None and loop.is_running() and loop is not _running_loop():
-            asyncio.run_coroutine_threadsafe(_send(layer, groups), loop).add_done_callback(_log_failure)
-        elif (here := _running_loop()) is not None:
+            # The web process: the server's loop reads the payloads' names and sends them, so
+            # the request that stored the records is answered without waiting for either.
+            future = asyncio.run_coroutine_threadsafe(_announce(layer, org, records), loop)
+            future.add_done_callback(_log_failure)
+            return
+        groups = messages_by_group(org.pk, usage_payloads(org, records))
+        if (here := _running_loop()) is not None:
             # Synchronous code on a loop's own thread (a script or test driving an event loop):
             # it cannot wait for the loop, so the loop sends once this code has returned.
             task = here.create_task(_send(layer, groups))
@@ -148,6 +154,11 @@ def announce_usage(org, records: list[tuple[UsageRecord, Iterable[int]]]) -> Non
             async_to_sync(_send)(layer, groups)
     except Exception:
         logger.warning("live: announcing %d records of org %s failed; skipped", len(records), org.pk, exc_info=True)
+
+
+async def _announce(layer, org, records) -> None:
+    payloads = await database_sync_to_async(usage_payloads)(org, records)
+    await _send(layer, messages_by_group(org.pk, payloads))
 
 
 _pending: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks

@@ -15,13 +15,12 @@ from functools import partial
 
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Lower
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, Role, Tag, Team, User
 from metering import live
-from metering.bulk import insert_rows, reserve_ids
+from metering.bulk import insert_rows, reserve_ids, select_in
 from metering.models import (
     ActivityEvent,
     ActivityEventTag,
@@ -172,25 +171,16 @@ def bulk_insert(model, objs: list, *, keys: bool = False) -> None:
 
 def _drop_duplicates(org: Organization, batch: Batch) -> tuple[Batch, int]:
     """The items not stored before and not repeated earlier in this batch (one query)."""
-    kinds = [
-        (kind, table, ID_FIELDS[kind])
-        for kind, table in (("usage", UsageRecord), ("activity", ActivityEvent), ("resources", ResourceUsage))
-        if getattr(batch, kind)
-    ]
-    queries = [
-        table.objects.filter(
-            org=org, **{f"{id_field}__in": {getattr(item, id_field) for _, item in getattr(batch, kind)}}
-        )
-        .order_by()
-        .values_list(Value(i), id_field)
-        for i, (kind, table, id_field) in enumerate(kinds)
+    kinds = (("usage", UsageRecord), ("activity", ActivityEvent), ("resources", ResourceUsage))
+    parts = [
+        (table._meta.db_table, ID_FIELDS[kind], {getattr(item, ID_FIELDS[kind]) for _, item in getattr(batch, kind)})
+        for kind, table in kinds
     ]
     seen: list[set[str]] = [set() for _ in kinds]
-    if queries:
-        for i, item_id in queries[0].union(*queries[1:], all=True):
-            seen[i].add(item_id)
+    for i, item_id in select_in([(table, key, ids, {"org_id": org.pk}, ()) for table, key, ids in parts]):
+        seen[i].add(item_id)
     fresh, duplicates = Batch(), 0
-    for (kind, _, id_field), stored in zip(kinds, seen, strict=True):
+    for (kind, _), (_, id_field, _), stored in zip(kinds, parts, seen, strict=True):
         for index, item in getattr(batch, kind):
             item_id = getattr(item, id_field)
             if item_id in stored:
@@ -240,23 +230,22 @@ class Dimensions:
         )
         self.sessions = self._sessions(items)
 
-    def _rows(self, table, names: set[str], *first):
-        """A values query of (*first, name, id) of the rows of `table` the batch names: users by
-        email in any case, models of every org, the rest the org's own by name."""
+    def _rows(self, table, names: set[str]) -> dict[str, int]:
+        """{name: id} of the rows of `table` the batch names: users by email in any case,
+        models of every org, the rest the org's own by name."""
+        return {name: pk for _, name, pk in select_in([self._part(table, names)])}
+
+    def _part(self, table, names: set[str]) -> tuple:
         if table is User:
-            rows = User.objects.annotate(key=Lower("email")).filter(key__in=names)
-            return rows.order_by().values_list(*first, "key", "id")
-        rows = table.objects.filter(name__in=names)
-        return (rows if table is LLMModel else rows.filter(org=self.org)).order_by().values_list(*first, "name", "id")
+            return (User._meta.db_table, "LOWER(email)", names, {}, ["id"])
+        return (table._meta.db_table, "name", names, {} if table is LLMModel else {"org_id": self.org.pk}, ["id"])
 
     def _found(self, wanted: dict[type, set[str]]) -> dict[type, tuple[set[str], dict[str, int]]]:
         """{table: (the names wanted, {name: id} of those that exist)}, all found in one query."""
+        tables = list(wanted)
         found = {table: (names, {}) for table, names in wanted.items()}
-        tables = [table for table, names in wanted.items() if names]
-        if tables:
-            queries = [self._rows(table, wanted[table], Value(i)) for i, table in enumerate(tables)]
-            for i, name, pk in queries[0].union(*queries[1:], all=True):
-                found[tables[i]][1][name] = pk
+        for i, name, pk in select_in([self._part(table, wanted[table]) for table in tables]):
+            found[tables[i]][1][name] = pk
         return found
 
     def _named(self, table, wanted_found: tuple[set[str], dict[str, int]], build=None) -> dict[str, int]:

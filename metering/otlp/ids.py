@@ -23,28 +23,29 @@ def scope_of(scope) -> list:
     return [scope.name, scope.version]
 
 
-def stream_hash(resource, scope, metric_name: str, point_attributes) -> str:
+# `resource` below is the resource's typed_attributes, made once for all its items.
+
+
+def stream_hash(resource: list, scope, metric_name: str, point_attributes) -> str:
     """A metric stream (§12.5): resource attributes, scope name and version, metric name, point attributes."""
-    return h(typed_attributes(resource.attributes), scope_of(scope), metric_name, typed_attributes(point_attributes))
+    return h(resource, scope_of(scope), metric_name, typed_attributes(point_attributes))
 
 
-def metric_usage_id(resource, scope, point_attributes, time_ns: int) -> str:
+def metric_usage_id(resource: list, scope, point_attributes, time_ns: int) -> str:
     """The joined token/cost record of one collection: the point attributes without `type`."""
     attrs = [kv for kv in typed_attributes(point_attributes) if kv[0] != "type"]
-    return "otlp:m:" + h(typed_attributes(resource.attributes), scope_of(scope), "usage", attrs, time_ns)
+    return "otlp:m:" + h(resource, scope_of(scope), "usage", attrs, time_ns)
 
 
-def metric_event_id(resource, scope, metric_name: str, point_attributes, time_ns: int) -> str:
+def metric_event_id(resource: list, scope, metric_name: str, point_attributes, time_ns: int) -> str:
     """The base of a count point's events; the caller appends `:1` … `:n` (lines_changed: nothing)."""
-    return "otlp:m:" + h(
-        typed_attributes(resource.attributes), scope_of(scope), metric_name, typed_attributes(point_attributes), time_ns
-    )
+    return "otlp:m:" + h(resource, scope_of(scope), metric_name, typed_attributes(point_attributes), time_ns)
 
 
-def record_id(resource, scope, record, event_name: str) -> str:
+def record_id(resource: list, scope, record, event_name: str) -> str:
     """`otlp:l:` + h(record): resource, scope name and version, time_unix_nano, event name, attributes."""
     return "otlp:l:" + h(
-        typed_attributes(resource.attributes),
+        resource,
         scope_of(scope),
         record.time_unix_nano,
         event_name,

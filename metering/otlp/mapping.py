@@ -22,6 +22,7 @@ from metering.otlp.attributes import (
     number,
     resource_tags,
     text,
+    typed_attributes,
     user_of,
     whole,
 )
@@ -155,6 +156,7 @@ class _Resource:
     def __init__(self, resource):
         self.pb = resource
         self.attrs = attributes(resource.attributes)
+        self.typed = typed_attributes(resource.attributes)  # the ids' canonical form
         self.tags, self.overflow = resource_tags(self.attrs)
         self.service = text(self.attrs.get("service.name")) or ""
 
@@ -260,7 +262,7 @@ def map_metrics(request, settings: KeySettings, deltas: Callable[[list[StreamPoi
                         continue
                     points.append(point)
                     if temporality == CUMULATIVE:
-                        stream = ids.stream_hash(res.pb, scope, metric.name, pb.attributes)
+                        stream = ids.stream_hash(res.typed, scope, metric.name, pb.attributes)
                         cumulative.append(
                             (point, StreamPoint(stream, pb.start_time_unix_nano, pb.time_unix_nano, point.value))
                         )
@@ -298,7 +300,7 @@ def _map_usage_points(points: list[_Point], settings: KeySettings, out: Mapped) 
                 f"{point.name}: type {point.attrs.get('type')!r} is not one of {', '.join(sorted(TOKEN_TYPES))}"
             )
             continue
-        key = ids.metric_usage_id(point.res.pb, point.scope, point.pb.attributes, point.pb.time_unix_nano)
+        key = ids.metric_usage_id(point.res.typed, point.scope, point.pb.attributes, point.pb.time_unix_nano)
         groups.setdefault(key, []).append(point)
     for request_id, group in groups.items():
         tokens = dict.fromkeys(TOKEN_TYPES, 0)
@@ -378,7 +380,7 @@ def _map_count_point(point: _Point, settings: KeySettings) -> list[Derived]:
     base |= {"kind": kind, "session_id": lookup.text(SESSION_KEY)}
     base = _finish(base, lookup, point.res)
     event_id = ids.metric_event_id(
-        point.res.pb, point.scope, point.metric, point.pb.attributes, point.pb.time_unix_nano
+        point.res.typed, point.scope, point.metric, point.pb.attributes, point.pb.time_unix_nano
     )
     session = base.get("session_id")
     if kind == "lines_changed":
@@ -403,7 +405,7 @@ class _Record:
     time_ns: int
 
     def hashed_id(self) -> str:
-        return ids.record_id(self.res.pb, self.scope, self.pb, self.event)
+        return ids.record_id(self.res.typed, self.scope, self.pb, self.event)
 
 
 def _event_name(record, attrs: dict, res: _Resource, scope) -> str:

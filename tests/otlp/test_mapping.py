@@ -271,7 +271,7 @@ def test_a_session_count_of_n_makes_n_session_starts_with_numbered_ids():
     mapped = run_metrics(counter("claude_code.session.count", point(3, {**STANDARD, "start_type": "fresh"})))
     assert [d.item["kind"] for d in mapped.items] == ["session_start"] * 3
     base = ids.metric_event_id(
-        metrics_request().resource_metrics[0].resource,
+        typed_attributes(metrics_request().resource_metrics[0].resource.attributes),
         InstrumentationScope(name=CC_SCOPE, version="2.1.0"),
         "claude_code.session.count",
         kvs({**STANDARD, "start_type": "fresh"}),
