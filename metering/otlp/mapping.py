@@ -154,7 +154,6 @@ def _duration(lookup: Lookup, key: str = "duration_ms") -> int | None:
 
 class _Resource:
     def __init__(self, resource):
-        self.pb = resource
         self.attrs = attributes(resource.attributes)
         self.typed = typed_attributes(resource.attributes)  # the ids' canonical form
         self.tags, self.overflow = resource_tags(self.attrs)
