@@ -23,7 +23,8 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from accounts.models import Membership, Team
+from accounts.models import Membership, Team, User
+from metering.bulk import select_in
 from metering.models import LLMModel, UsageRecord
 from metering.pricing import format_money
 
@@ -62,21 +63,29 @@ def remembering_loop(app):
 
 def usage_payloads(org, records: Iterable[tuple[UsageRecord, Iterable[int]]]) -> list[dict]:
     """What a live feed row shows of each (record, its tag ids), and under `dims` the ids the
-    consumer matches against the page's filters (never sent to the browser). Three queries."""
+    consumer matches against the page's filters (never sent to the browser). One query."""
     records = list(records)
-    user_ids = {r.user_id for r, _ in records}
-    team_ids = {r.team_id for r, _ in records if r.team_id}
+    found: list[dict[int, list]] = [{}, {}, {}]  # people, teams, models: {id: columns}
+    for part, pk, *columns in select_in(
+        [
+            (
+                f"{Membership._meta.db_table} m JOIN {User._meta.db_table} u ON u.id = m.user_id",
+                "m.user_id",
+                {r.user_id for r, _ in records},
+                {"m.org_id": org.pk},
+                ["u.name", "u.email", "m.external_id"],
+            ),
+            (Team._meta.db_table, "id", {r.team_id for r, _ in records if r.team_id}, {}, ["name", "colour", "NULL"]),
+            (LLMModel._meta.db_table, "id", {r.model_id for r, _ in records}, {}, ["name", "NULL", "NULL"]),
+        ]
+    ):
+        found[part][pk] = columns
     people = {
-        uid: (name or email or external or f"user {uid}", email or external or "")
-        for uid, name, email, external in Membership.objects.filter(org=org, user_id__in=user_ids).values_list(
-            "user_id", "user__name", "user__email", "external_id"
-        )
+        pk: (name or email or external or f"user {pk}", email or external or "")
+        for pk, (name, email, external) in found[0].items()
     }
-    teams = {
-        pk: (name, colour)
-        for pk, name, colour in Team.objects.filter(pk__in=team_ids).values_list("pk", "name", "colour")
-    }
-    models = dict(LLMModel.objects.filter(pk__in={r.model_id for r, _ in records}).values_list("pk", "name"))
+    teams = {pk: (name, colour) for pk, (name, colour, _) in found[1].items()}
+    models = {pk: name for pk, (name, _, _) in found[2].items()}
     tz = org.tzinfo
     payloads = []
     for record, tag_ids in records:
