@@ -394,7 +394,7 @@ class OtlpSession(models.Model):
     """Which OTLP signal a Claude Code session's usage comes from: metrics until its first
     request or edit decision event arrives (`logs_seen_at`), events from then on, for good.
 
-    The OTLP intake locks these rows (SELECT ... FOR UPDATE, in session_id order) inside the
+    The OTLP intake locks these rows (an upsert, in session_id order) inside the
     ingest transaction, so requests of one session in different processes serialize.
     """
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 # seeing its row this time.
 CONFLICT_RETRIES = 3
 
+T = TypeVar("T")
+
 
 @dataclass
 class Batch:
@@ -72,6 +75,7 @@ def ingest_batch(
     source: str = IntakeSource.API,
     allow_reserved_ids: bool = False,
     in_transaction: Callable[[Batch], Batch] | None = None,
+    retry: bool = True,
 ) -> IngestResult:
     """Validate and store one batch of raw items (DESIGN §5).
 
@@ -80,7 +84,8 @@ def ingest_batch(
     inside the write transaction (again on each retry) with the valid items, before duplicates
     are dropped, and returns the batch to write: the OTLP intake locks its sessions' rows there,
     drops items and deletes the records they supersede, all in the same transaction. It is not
-    called when no item is valid.
+    called when no item is valid. `retry=False` is for a caller whose own transaction holds
+    this one and is retried whole by retry_on_conflict: no savepoint then, a conflict is its.
     """
     if source not in IntakeSource.values:
         raise ValueError(f"Unknown source {source!r}; expected one of {IntakeSource.values}.")
@@ -103,18 +108,32 @@ def ingest_batch(
                 getattr(batch, kind).append((index, item))
     if not any(batch.items()):
         return result
+
+    def write() -> tuple[int, int]:
+        todo = in_transaction(batch) if in_transaction is not None else batch
+        return _write(org, api_key, todo, source)
+
+    if retry:
+        accepted, duplicates = retry_on_conflict(write)
+    else:
+        with transaction.atomic(savepoint=False):
+            accepted, duplicates = write()
+    result.accepted, result.duplicates = accepted, duplicates
+    return result
+
+
+def retry_on_conflict(work: Callable[[], T]) -> T:
+    """`work()` in a transaction, run again from the start (CONFLICT_RETRIES runs at most)
+    when a unique key refuses a row a concurrent writer inserted first."""
     for attempt in range(CONFLICT_RETRIES):
         try:
             with transaction.atomic():
-                todo = in_transaction(batch) if in_transaction is not None else batch
-                accepted, duplicates = _write(org, api_key, todo, source)
-            break
+                return work()
         except IntegrityError:
             if attempt == CONFLICT_RETRIES - 1:
                 raise
             logger.info("ingest: a concurrent writer took one of our ids; retrying the batch")
-    result.accepted, result.duplicates = accepted, duplicates
-    return result
+    raise AssertionError("unreachable")
 
 
 def _write(org: Organization, api_key: ApiKey | None, batch: Batch, source: str) -> tuple[int, int]:

@@ -6,12 +6,13 @@ key's `otlp_usage_source` = `logs` or `metrics` always that one; under `auto` fr
 until the session's first usage-bearing event arrives, then from events for good, the
 metrics-sourced records and diff events already stored being deleted in the same
 transaction. The decision is taken under a row lock on the session's `OtlpSession` (rows
-locked in key order), so requests in different processes serialize on it and the result
+locked in key order by one upsert), so requests in different processes serialize on it and the result
 does not depend on the order metrics and events arrive in.
 """
 
 from collections.abc import Sequence
 
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import ApiKey, Organization
@@ -63,21 +64,30 @@ def _sources(org: Organization, api_key: ApiKey, batch: Batch, derived: dict) ->
     if not roles:
         return {}
     now = timezone.now()
-    OtlpSession.objects.bulk_create(
-        [OtlpSession(org=org, session_id=s, usage_source="metrics", first_seen=now) for s in roles],
-        ignore_conflicts=True,
-    )
-    locked = list(
-        OtlpSession.objects.select_for_update().filter(org=org, session_id__in=list(roles)).order_by("session_id")
-    )
-    taken_over = [row for row in locked if row.usage_source == "metrics" and LOGS in roles[row.session_id]]
+    locked = _lock(org, sorted(roles), now)
+    taken_over = [session for session, source in locked.items() if source == "metrics" and LOGS in roles[session]]
     if taken_over:
-        ids = [row.session_id for row in taken_over]
-        _delete_metrics_rows(org, ids)
-        OtlpSession.objects.filter(pk__in=[row.pk for row in taken_over]).update(usage_source="logs", logs_seen_at=now)
-        for row in taken_over:
-            row.usage_source = "logs"
-    return {row.session_id: LOGS if row.usage_source == "logs" else METRICS for row in locked}
+        _delete_metrics_rows(org, taken_over)
+        OtlpSession.objects.filter(org=org, session_id__in=taken_over).update(usage_source="logs", logs_seen_at=now)
+        locked.update(dict.fromkeys(taken_over, "logs"))
+    return {session: LOGS if source == "logs" else METRICS for session, source in locked.items()}
+
+
+def _lock(org: Organization, session_ids: list[str], now) -> dict[str, str]:
+    """{session id: its usage_source} of these sessions, rows created as `metrics` where missing,
+    every row locked until the transaction ends, in the order given. One statement: an upsert
+    locks the rows it inserts and the existing ones its DO UPDATE touches."""
+    table = OtlpSession._meta.db_table
+    first_seen = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (org_id, session_id, usage_source, first_seen) VALUES "
+            + ", ".join(["(%s, %s, 'metrics', %s)"] * len(session_ids))
+            + " ON CONFLICT (org_id, session_id) DO UPDATE SET session_id = excluded.session_id"
+            " RETURNING session_id, usage_source",
+            [value for session in session_ids for value in (org.pk, session, first_seen)],
+        )
+        return dict(cursor.fetchall())
 
 
 def _delete_metrics_rows(org: Organization, session_ids: list[str]) -> None:

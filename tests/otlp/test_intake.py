@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from accounts.access import Scope
 from accounts.services import api_key_create
-from metering import selectors
+from metering import selectors, services
 from metering.models import ActivityEvent, DirtyDay, OtlpKeyStats, OtlpSession, OtlpStream, UsageRecord
 from metering.pricing import PriceBook
 from metering.tasks import forget_idle_otlp_streams
@@ -421,3 +421,36 @@ def test_idle_stream_state_is_forgotten(org, key):
     OtlpStream.objects.update(updated_at=timezone.now() - timedelta(days=36))
     assert forget_idle_otlp_streams() == 2
     assert not OtlpStream.objects.exists()
+
+
+def test_a_conflict_retries_the_whole_request_streams_state_included(org, key, monkeypatch):
+    # A concurrent writer's row refusing ours rolls back the request's transaction, in which the
+    # cumulative streams' state had already advanced: the run that follows must start from the
+    # state before it, or the increase would be counted from the wrong base.
+    meter = ClaudeCodeMeter(AggregationTemporality.CUMULATIVE)
+    meter.request(input=100, output=10, cost=0.5)
+    first = meter.collect()
+    meter.request(input=50, output=5, cost=0.25)
+    second = meter.collect()
+    assert post(key, "metrics", first)[0] == 200
+
+    def streams():
+        return sorted(OtlpStream.objects.filter(org=org).values_list("stream_hash", "last_value"))
+
+    before, write, runs = streams(), services._write, []
+
+    def conflicting_once(*args):
+        runs.append(streams())  # as the run is about to write its rows
+        if len(runs) == 1:
+            raise IntegrityError("a concurrent writer took one of our ids")
+        return write(*args)
+
+    monkeypatch.setattr(services, "_write", conflicting_once)
+    assert post(key, "metrics", second)[0] == 200
+
+    # Both runs advanced the streams from the same state, once.
+    assert len(runs) == 2 and runs[0] == runs[1] != before
+    rows = usage_rows(org)
+    assert (sum(r.input_tokens for r in rows), sum(r.output_tokens for r in rows)) == (150, 15)
+    assert sum(r.cost for r in rows) == Decimal("0.75")
+    assert OtlpKeyStats.objects.get(api_key=key, signal="metrics").requests == 2
