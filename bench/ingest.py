@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -88,18 +89,21 @@ def free_port() -> int:
 
 
 def start_servers(count: int, env: dict) -> tuple[list[subprocess.Popen], list[int]]:
+    """`count` daphne processes on free ports. Each one's stderr goes to a temporary file,
+    `proc.log` (a pipe nobody reads would stop the server once its buffer filled)."""
     procs, ports = [], []
     for _ in range(count):
         port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "usage_site.asgi:application"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+        log = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "usage_site.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
+        proc.log = log
+        procs.append(proc)
         ports.append(port)
     deadline = time.monotonic() + 30
     for port in ports:

@@ -460,7 +460,9 @@ def main():
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            errors = proc.communicate(timeout=10)[1]
+            proc.wait(timeout=10)
+            proc.log.seek(0)
+            errors = proc.log.read()
             if failed and errors:  # what the servers said about the failure
                 print(errors.decode(errors="replace")[-3000:], file=sys.stderr)
         from django.db import connections
