@@ -3,8 +3,11 @@ from django.urls import include, path
 
 from metering.api import api
 from metering.otlp import views as otlp
+from usage_site import health
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     # OTLP/HTTP's default paths, which SDKs append to OTEL_EXPORTER_OTLP_ENDPOINT (DESIGN §12.1).
