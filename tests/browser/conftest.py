@@ -150,15 +150,18 @@ def browser():
 
 @pytest.fixture
 def make_page(browser, request):
-    """Open pages in fresh browser contexts; the last one is screenshotted to artifacts/<test>.png."""
+    """Open pages in fresh browser contexts; the last one is screenshotted to artifacts/<test>.png.
+    Whatever the pages did, the Content-Security-Policy refused none of it."""
     contexts = []
     pages = []
+    refused = []
 
     def make(*, color_scheme: str = "light", width: int = 1280, height: int = 800):
         context = browser.new_context(color_scheme=color_scheme, viewport={"width": width, "height": height})
         context.set_default_timeout(10_000)
         contexts.append(context)
         pages.append(context.new_page())
+        pages[-1].on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
         return pages[-1]
 
     yield make
@@ -167,6 +170,7 @@ def make_page(browser, request):
         pages[-1].screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
     for context in contexts:
         context.close()
+    assert not refused, f"the Content-Security-Policy refused: {refused}"
 
 
 @pytest.fixture

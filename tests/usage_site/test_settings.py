@@ -1,6 +1,7 @@
 """Settings come from the environment, fail loudly on bad values, and pass the deploy checklist."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,25 @@ def test_postgresql_connections_have_room_for_distinct_counts_and_no_jit():
         cursor.execute("SHOW jit")
         (jit,) = cursor.fetchone()
     assert (work_mem, jit) == ("64MB", "off")
+
+
+def test_every_answer_carries_a_content_security_policy_without_inline_scripts(client):
+    policy = client.get("/login/")["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["default-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "'unsafe-inline'" not in directives["style-src"]
+
+
+def test_our_templates_have_no_inline_script():
+    """Every <script> of ours loads a file (the policy would refuse inline code), and no element
+    has an on...= handler attribute."""
+    offenders = []
+    for template in (ROOT / "templates").rglob("*.html"):
+        text = template.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", text):
+            if "src=" not in tag:
+                offenders.append(f"{template.name}: {tag}")
+        offenders += [f"{template.name}: {m}" for m in re.findall(r"<[^>]*\son[a-z]+=", text)]
+    assert offenders == []
