@@ -1,6 +1,7 @@
 """Shared fixtures: one org with two teams and a user of every role, plus an outsider."""
 
 import pytest
+from channels.layers import channel_layers
 from django.test import Client
 
 from accounts.models import Membership, Organization, Role, Team, User
@@ -22,6 +23,16 @@ def fast_password_hashing(request, settings):
     separate server process with the real settings, so they keep the real hasher."""
     if request.node.get_closest_marker("browser") is None:
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test gets channel layers of its own. A Redis layer keeps asyncio locks bound to the
+    event loop that first waited on them, and each async_to_sync of a test runs its own loop: a
+    lock an earlier test left held (a receive cut off when its loop ended) failed a later
+    test's receive with "bound to a different event loop". A server has one loop for good."""
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
