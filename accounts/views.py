@@ -1,5 +1,8 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from accounts.forms import LoginForm
 
@@ -21,3 +24,17 @@ class LogoutView(auth_views.LogoutView):
             # Added after logout() so the message lands in the fresh session.
             messages.success(request, "You have been signed out.")
         return response
+
+
+def locked_out(request: HttpRequest, response: HttpResponse | None = None, credentials: dict | None = None):
+    """What django-axes answers a sign-in that its throttle refuses (AXES_LOCKOUT_CALLABLE):
+    429, the page saying why and for how long, and Retry-After."""
+    seconds = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    answer = render(
+        request,
+        "registration/locked_out.html",
+        {"failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": max(1, seconds // 60)},
+        status=429,
+    )
+    answer["Retry-After"] = str(seconds)
+    return answer

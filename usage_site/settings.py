@@ -5,6 +5,7 @@ layer and eager Celery. Production sets DATABASE_URL, REDIS_URL, SECRET_KEY,
 ALLOWED_HOSTS and DEBUG=0. Every variable is listed in the README.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "csp",
+    "axes",
     "ninja",
     "template_partials",
     "accounts",
@@ -62,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # after authentication, as its docs ask
     "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
 
@@ -141,6 +144,21 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
+
+# Sign-in throttling (django-axes) on the login page and the admin's: AXES_FAILURE_LIMIT wrong
+# passwords for one email from one address lock that pair out for AXES_COOLOFF_TIME (a 429
+# page that says so and for how long); a success resets the count. The pair, not the email alone, so
+# a stranger cannot lock a colleague out from elsewhere. Admins unlock early in the admin
+# (Axes > Access attempts) or with `manage.py axes_reset_username <email>`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field (USERNAME_FIELD, its default, is "email")
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
+AXES_SENSITIVE_PARAMETERS = ["password"]
+AXES_VERBOSE = False  # no banner on every process start
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -216,6 +234,11 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", default=False) else None
+# The client address the sign-in throttle counts by: the proxy's X-Forwarded-For only behind
+# one, else a client could name a new address with every guess.
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if env_bool("BEHIND_PROXY", default=False) else ["REMOTE_ADDR"]
+)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # Content-Security-Policy (django-csp) on every answer: scripts, styles, images, fonts and
 # connections (fetch, the Live Mode websocket) from this origin only, never inline scripts or

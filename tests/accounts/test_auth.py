@@ -1,6 +1,10 @@
 """Signing in with an email and a password, and signing out."""
 
+from datetime import timedelta
+
 import pytest
+import time_machine
+from axes.models import AccessAttempt
 from django.contrib.auth import get_user
 from django.test import Client
 
@@ -129,4 +133,55 @@ def test_a_user_stored_with_capitals_logs_in_whatever_the_case_typed(client, org
     user = User(email="Mixed.Case@Acme.test")  # as an older admin form might have saved it
     user.set_password(PASSWORD)
     user.save()
-    assert client.login(email="mixed.case@acme.test", password=PASSWORD)
+    assert sign_in(client, "mixed.case@acme.test").status_code == 302
+    assert get_user(client) == user
+
+
+# --- sign-in throttling (django-axes) ------------------------------------------------------------
+
+
+def test_too_many_wrong_passwords_pause_sign_in_for_that_email_and_address(client, member, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert sign_in(client, "member@acme.test", "wrong-password").status_code == 200
+    assert sign_in(client, "member@acme.test", "wrong-password").status_code == 429  # the last one allowed
+
+    response = sign_in(client, "member@acme.test")  # the right password, now refused
+
+    assert response.status_code == 429
+    assert response["Retry-After"] == str(15 * 60)
+    text = response.content.decode()
+    assert "Sign-in paused" in text
+    assert f"{settings.AXES_FAILURE_LIMIT} wrong passwords in a row" in text
+    assert "Try again in 15 minutes" in text
+    assert not get_user(client).is_authenticated
+    # The same email from another address still signs in: a stranger cannot lock a colleague out.
+    other = Client(REMOTE_ADDR="203.0.113.9")
+    assert sign_in(other, "member@acme.test").status_code == 302
+    assert get_user(other) == member
+
+
+def test_the_pause_ends_after_the_cool_off(client, member, settings):
+    with time_machine.travel("2026-12-07 09:00 +0000", tick=False) as clock:
+        for _ in range(settings.AXES_FAILURE_LIMIT):
+            sign_in(client, "member@acme.test", "wrong-password")
+        assert sign_in(client, "member@acme.test").status_code == 429
+        clock.shift(settings.AXES_COOLOFF_TIME + timedelta(seconds=1))
+        assert sign_in(client, "member@acme.test").status_code == 302
+
+
+def test_a_success_resets_the_count(client, member, settings):
+    for _ in range(2):
+        for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+            sign_in(client, "member@acme.test", "wrong-password")
+        assert sign_in(client, "member@acme.test").status_code == 302
+        client.post("/logout/")
+
+
+def test_the_admin_login_is_throttled_too_and_no_password_is_kept(client, admin, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post("/admin/login/", {"username": "admin@acme.test", "password": "hunter2-guess"})
+    response = client.post("/admin/login/", {"username": "admin@acme.test", "password": PASSWORD})
+    assert response.status_code == 429
+    attempt = AccessAttempt.objects.get(username="admin@acme.test")
+    assert attempt.failures_since_start >= settings.AXES_FAILURE_LIMIT
+    assert "hunter2-guess" not in attempt.post_data and PASSWORD not in attempt.post_data

@@ -3,6 +3,7 @@
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user
 from django.core.management import CommandError, call_command
 
 from accounts.models import ApiKey, Membership, Organization, Role, Team, User
@@ -84,7 +85,9 @@ def test_teams_named_are_created_if_missing_and_existing_ones_reused(org, platfo
 
 def test_a_password_lets_the_user_log_in(client, org):
     run("create_user", "acme", "ana@example.com", "--role", "member", "--password", "s3cret-passphrase")
-    assert client.login(email="ana@example.com", password="s3cret-passphrase")
+    signed_in = client.post("/login/", {"username": "ana@example.com", "password": "s3cret-passphrase"})
+    assert signed_in.status_code == 302
+    assert get_user(client).email == "ana@example.com"
 
 
 def test_an_admin_can_open_the_django_admin(org):

@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from accounts.models import Membership, Role, Team
+from tests.browser.conftest import ARTIFACTS
 from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.browser
@@ -75,6 +76,18 @@ def test_a_wrong_password_shows_the_error(live_url, page, member):
     expect(page.get_by_label("Email")).to_have_value(member.email)
     expect(page.get_by_label("Password")).to_be_focused()
     assert "/login/" in page.url
+
+
+def test_too_many_wrong_passwords_pause_sign_in_and_say_for_how_long(live_url, page, member):
+    for _ in range(5):  # LOGIN_FAILURE_LIMIT's default
+        sign_in(page, live_url, member.email, "not-the-password")
+
+    expect(page.get_by_role("heading", name="Sign-in paused")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("5 wrong passwords in a row for this email from your address")
+    expect(page.get_by_role("alert")).to_contain_text("Try again in 15 minutes")
+    page.screenshot(path=ARTIFACTS / "sign-in-paused.png")
+    page.get_by_role("link", name="Back to sign in").click()
+    expect(page.get_by_label("Email")).to_be_visible()
 
 
 def test_the_home_page_lists_each_org_with_role_and_teams(live_url, page, busy_org, admin):

@@ -155,8 +155,9 @@ def test_it_creates_the_three_logins_with_working_passwords_and_prints_them(db, 
         ("member@example.com", "member"),
     ):
         assert f"{email}" in out and f"password {password}" in out
-        assert client.login(email=email, password=password), email
-        client.logout()
+        signed_in = client.post("/login/", {"username": email, "password": password})
+        assert signed_in.status_code == 302, email
+        client.post("/logout/")
     assert "admin: sees the whole org" in out and "member: sees their own usage" in out
     assert "usage records" in out
 
