@@ -1,4 +1,8 @@
-"""Shared fixtures: one org with two teams and a user of every role, plus an outsider."""
+"""Shared fixtures: one org with two teams and a user of every role, plus an outsider; and a
+watch over every log line of the run for secrets."""
+
+import logging
+import re
 
 import pytest
 from channels.layers import channel_layers
@@ -7,6 +11,45 @@ from django.test import Client
 from accounts.models import Membership, Organization, Role, Team, User
 
 PASSWORD = "correct-horse-battery"
+# Prompt text as a test sends it in an OTLP event: it must be stored nowhere and never logged.
+PROMPT_TEXT = "Summarise the Q3 salary review for the board"
+# What may never be in a log line: an API key (tly_<prefix>_<secret>), the tests' password, a prompt.
+SECRETS = re.compile(rf"tly_[0-9a-f]{{12}}_[A-Za-z0-9_-]{{8,}}|{re.escape(PASSWORD)}|{re.escape(PROMPT_TEXT)}")
+
+
+class SecretWatch(logging.Handler):
+    """On the root logger for the whole run: every record that any logger lets through at the
+    configured levels (what production would write), with its traceback, checked for SECRETS."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record):
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        if SECRETS.search(text):
+            self.leaks.append(f"{record.name}: {text[:500]}")
+
+
+_secret_watch = SecretWatch()
+
+
+@pytest.fixture(autouse=True)
+def secret_watch():
+    """Puts the watch (back) on the root logger before each test: django.setup(), which importing
+    the ASGI app runs again, replaces the root logger's handlers."""
+    root = logging.getLogger()
+    if _secret_watch not in root.handlers:
+        root.addHandler(_secret_watch)
+    return _secret_watch
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _secret_watch.leaks:
+        print("\nSecrets in log lines of this run:\n  " + "\n  ".join(_secret_watch.leaks[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def make_user(email: str, org: Organization | None = None, role: str = Role.MEMBER, teams=(), **fields) -> User:

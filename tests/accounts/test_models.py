@@ -1,8 +1,11 @@
+import hmac
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from accounts.models import ApiKey, Membership, Team, User
+from accounts.services import api_key_authenticate, api_key_create
 from tests.conftest import make_user
 
 
@@ -86,3 +89,23 @@ def test_a_key_cannot_default_to_another_orgs_team_or_project_or_be_owned_by_an_
             api_key_create(org=org, name="k", scopes={"ingest"}, **wrong)
         assert set(refused.value.message_dict) == set(wrong)
     assert not ApiKey.objects.exists()
+
+
+def test_a_presented_secret_is_compared_in_constant_time(org, monkeypatch):
+    """The stored hash and the presented secret's meet only in hmac.compare_digest, whose time
+    does not depend on where they differ: no timing oracle for guessing a key."""
+    key, full_key = api_key_create(org=org, name="gateway", scopes={"ingest"})
+    compared = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    wrong = full_key[:-4] + ("AAAA" if not full_key.endswith("AAAA") else "BBBB")
+
+    assert api_key_authenticate(presented=full_key) == key
+    assert api_key_authenticate(presented=wrong) is None
+    assert [a for a, _ in compared] == [key.secret_hash, key.secret_hash]
+    assert compared[0][1] == key.secret_hash != compared[1][1]

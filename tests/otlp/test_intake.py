@@ -30,7 +30,7 @@ from metering import selectors, services
 from metering.models import ActivityEvent, DirtyDay, OtlpKeyStats, OtlpSession, OtlpStream, UsageRecord
 from metering.pricing import PriceBook
 from metering.tasks import forget_idle_otlp_streams
-from tests.conftest import make_user
+from tests.conftest import PROMPT_TEXT, make_user
 from tests.otlp.encoding import otlp_json
 
 SESSION = "5d4c3b2a-cc01"
@@ -454,3 +454,13 @@ def test_a_conflict_retries_the_whole_request_streams_state_included(org, key, m
     assert (sum(r.input_tokens for r in rows), sum(r.output_tokens for r in rows)) == (150, 15)
     assert sum(r.cost for r in rows) == Decimal("0.75")
     assert OtlpKeyStats.objects.get(api_key=key, signal="metrics").requests == 2
+
+
+def test_prompt_text_sent_in_an_event_is_stored_nowhere(org, key):
+    # Claude Code sends the prompt itself when OTEL_LOG_USER_PROMPTS=1: Tally keeps its id and
+    # length, never the text (nor, by the run-wide watch in tests/conftest.py, logs it).
+    message = claude_code_events(("user_prompt", {"prompt.id": "p-9", "prompt_length": 45, "prompt": PROMPT_TEXT}))
+    assert post(key, "logs", message)[0] == 200
+    stored = list(ActivityEvent.objects.filter(org=org).values()) + list(UsageRecord.objects.filter(org=org).values())
+    assert [(row["event_id"], row["metadata"].get("prompt_length")) for row in stored] == [("otlp:cc-prompt:p-9", 45)]
+    assert PROMPT_TEXT not in repr(stored)

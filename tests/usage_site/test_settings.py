@@ -1,5 +1,7 @@
 """Settings come from the environment, fail loudly on bad values, and pass the deploy checklist."""
 
+import json
+import logging
 import os
 import re
 import subprocess
@@ -117,3 +119,27 @@ def test_our_templates_have_no_inline_script():
                 offenders.append(f"{template.name}: {tag}")
         offenders += [f"{template.name}: {m}" for m in re.findall(r"<[^>]*\son[a-z]+=", text)]
     assert offenders == []
+
+
+def test_production_cookies_are_secure_http_only_and_same_site():
+    names = [f"{kind}_COOKIE_{flag}" for kind in ("SESSION", "CSRF") for flag in ("SECURE", "HTTPONLY", "SAMESITE")]
+    code = "from django.conf import settings; import json; print(json.dumps([getattr(settings, n) for n in %r]))"
+    result = manage("shell", "-c", code % names, **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert dict(zip(names, json.loads(result.stdout.strip().splitlines()[-1]), strict=True)) == {
+        "SESSION_COOKIE_SECURE": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "CSRF_COOKIE_SECURE": True,
+        "CSRF_COOKIE_HTTPONLY": True,
+        "CSRF_COOKIE_SAMESITE": "Lax",
+    }
+
+
+def test_the_run_wide_secret_watch_sees_a_key_in_a_log_line(secret_watch):
+    watch = secret_watch
+    seen = len(watch.leaks)
+    logging.getLogger("tally.test").warning("presented tly_0123456789ab_%s", "s3cr3tS3cr3tS3cr3t")
+    logging.getLogger("tally.test").warning("presented key tly_0123456789ab (prefix only)")
+    assert len(watch.leaks) == seen + 1
+    del watch.leaks[seen:]  # planted here: not a leak of the run
