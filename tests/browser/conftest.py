@@ -176,3 +176,15 @@ def make_page(browser, request):
 @pytest.fixture
 def page(make_page):
     return make_page()
+
+
+def wait_for_chart(page, canvas_id: str, timeout_s: float = 10) -> None:
+    """Until Chart.js has drawn on the canvas `canvas_id`. Polled from here with page.evaluate:
+    page.wait_for_function evaluates its predicate with eval, which the page's
+    Content-Security-Policy refuses."""
+    deadline = time.monotonic() + timeout_s
+    drawn = "id => Boolean(window.Chart && Chart.getChart(document.getElementById(id)))"
+    while not page.evaluate(drawn, canvas_id):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no chart drawn on #{canvas_id} within {timeout_s} s")
+        page.wait_for_timeout(50)

@@ -15,7 +15,7 @@ import time_machine
 from playwright.sync_api import expect
 
 from metering.services import ingest_batch
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, wait_for_chart
 from tests.conftest import PASSWORD
 from tests.dashboards.data import NOW, usage, week_items
 from tests.dashboards.pages_data import pages_items
@@ -66,10 +66,6 @@ def api(page, live_url, endpoint: str, query: str) -> dict:
     response = page.request.get(f"{live_url}{API}/{endpoint}?{query}")
     assert response.ok, response.text()
     return response.json()
-
-
-def wait_for_chart(page, canvas_id: str) -> None:
-    page.wait_for_function(f"Boolean(window.Chart && Chart.getChart(document.getElementById('{canvas_id}')))")
 
 
 def download_csv(page) -> list[dict]:

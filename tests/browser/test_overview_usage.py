@@ -14,7 +14,7 @@ import time_machine
 from playwright.sync_api import expect
 
 from metering.services import ingest_batch
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, wait_for_chart
 from tests.conftest import PASSWORD
 from tests.dashboards.data import NOW, week_items
 
@@ -81,7 +81,7 @@ def test_the_admin_overview_shows_the_apis_numbers(live_url, page, week, admin):
     expect(page.locator('[data-kpi="cost"] .kpi__value')).to_have_text("$5.30")
     expect(page.locator('[data-kpi="total_tokens"] .kpi__value')).to_have_text("37.4K")
     expect(page.locator("#overview-leaderboard tbody tr")).to_have_count(4)
-    page.wait_for_function("Boolean(window.Chart && Chart.getChart(document.getElementById('tokens-by-project')))")
+    wait_for_chart(page, "tokens-by-project")
     expect(page.locator("#overview-chart .legend button[data-series=Atlas]")).to_be_visible()
 
 
@@ -191,7 +191,7 @@ def test_toggling_by_team_and_a_legend_item(live_url, page, week, admin):
     assert rows(page) == ["Platform", "No team", "Web"]
     assert current_query(page)["by"] == ["team"]
     expect(page.get_by_role("heading", name="Requests by team")).to_be_visible()
-    page.wait_for_function("Boolean(window.Chart && Chart.getChart(document.getElementById('usage-activity-chart')))")
+    wait_for_chart(page, "usage-activity-chart")
     web = page.locator("#usage-activity .legend button[data-series=Web]")
     web.click()
     expect(web).to_have_attribute("aria-pressed", "false")
