@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from glob import glob
@@ -54,6 +55,10 @@ class Redis:
         wait_for_port(self.port)
         return self
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -90,6 +95,13 @@ class Postgres:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
         return self
 
+    @property
+    def running(self) -> bool:
+        status = subprocess.run(
+            [*self._as_owner, _pg_bin("pg_ctl"), "-D", str(self.data), "status"], capture_output=True
+        )
+        return status.returncode == 0
+
     def stop(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         wait_for_port(self.port, up=False)
@@ -100,3 +112,62 @@ class Postgres:
         except subprocess.CalledProcessError:
             pass  # already stopped
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CeleryWorker:
+    """`celery -A usage_site worker` as the Procfile runs it (prefork), with one child and the
+    environment given (DATABASE_URL and REDIS_URL of the test's own servers), in a process group
+    of its own. `kill()` SIGKILLs the whole group, as when its machine or container dies;
+    `kill_child()` only the child running the task, as the kernel's OOM killer would."""
+
+    def __init__(self, env: dict, log: Path, *, cwd: Path | None = None):
+        self.env, self.log, self.cwd = env, log, cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "CeleryWorker":
+        """Returns once the worker says it is ready (consuming)."""
+        name = f"faults-{os.getpid()}-{time.monotonic_ns()}@%h"  # workers of one broker need distinct names
+        command = [sys.executable, "-m", "celery", "-A", "usage_site", "worker", "--loglevel", "INFO"]
+        command += ["--concurrency", "1", "--hostname", name, "--without-mingle", "--without-gossip"]
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        start = self.log.stat().st_size
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log.read_text()[start:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the Celery worker did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def child_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def kill_child(self) -> int:
+        (child,) = self.child_pids()
+        os.kill(child, signal.SIGKILL)
+        return child
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """A warm shutdown (SIGTERM), then SIGKILL for whatever is left of the group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # a child the warm shutdown left behind
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
