@@ -7,6 +7,9 @@ their orgs, so another org's rows "don't exist" for them. Anyone who is not
 staff never gets past the admin login.
 """
 
+from auditlog.admin import LogEntryAdmin as AuditlogLogEntryAdmin
+from auditlog.filters import ResourceTypeFilter
+from auditlog.models import LogEntry as AuditLogEntry
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -18,6 +21,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timezone import localtime
 from django.utils.translation import ngettext
 
@@ -446,8 +450,56 @@ class ApiKeyAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):
         keys = list(queryset.active())
-        ApiKey.objects.filter(pk__in=[key.pk for key in keys]).update(revoked_at=timezone.now())
+        now = timezone.now()
         for key in keys:
+            key.revoked_at = now
+            key.save(update_fields=["revoked_at"])  # a save, not update(): the audit log records it
             self.log_change(request, key, "Revoked.")
         message = ngettext("Revoked %d API key.", "Revoked %d API keys.", len(keys)) % len(keys)
         self.message_user(request, message, messages.SUCCESS)
+
+
+admin.site.unregister(AuditLogEntry)  # auditlog's own, which lets a superuser delete entries
+
+
+@admin.register(AuditLogEntry)
+class AuditLogEntryAdmin(AuditlogLogEntryAdmin):
+    """The audit log (DESIGN §14): who changed what, when, each field's before → after.
+
+    Read here, never written: no one adds, changes or deletes an entry, superusers included, or
+    the log would prove nothing. Not org-scoped: an entry names its object generically (a content
+    type and a primary key), so superusers read it, across all orgs (and staff given "Can view log
+    entry"). Which models are recorded: AUDITLOG_INCLUDE_TRACKING_MODELS in settings.
+    """
+
+    list_display = ["created", "resource_url", "action", "user_url", "changes_summary", "remote_addr"]
+    list_filter = ["action", ResourceTypeFilter, ("actor", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["object_repr", "changes", "actor__email"]  # auditlog's adds first/last_name: our User has none
+    search_help_text = "Part of an object's name, a changed value, or the actor's email."
+    readonly_fields = ["created", "resource_url", "action", "user_url", "remote_addr", "msg"]
+    fieldsets = [
+        (None, {"fields": ["created", "user_url", "remote_addr", "resource_url"]}),
+        ("Changes", {"fields": ["action", "msg"]}),
+    ]
+    actions = None
+    list_per_page = 50
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="changes")
+    def changes_summary(self, obj):
+        """One line per field, as stored: "role: member → manager"; "teams: add Platform" for a many-to-many."""
+        lines = []
+        for field, change in obj.changes_dict.items():
+            if isinstance(change, dict):  # {"type": "m2m", "operation": "add" or "delete", "objects": [names]}
+                lines.append((field, f"{change['operation']} {', '.join(change['objects'])}"))
+            else:
+                lines.append((field, " → ".join(str(value) for value in change)))
+        return format_html_join(mark_safe("<br>"), "{}: {}", lines)

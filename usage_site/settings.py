@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "axes",
     "ninja",
     "template_partials",
+    "auditlog",  # before accounts: accounts/admin.py replaces the LogEntry admin auditlog registers
     "accounts",
     "metering",
     "dashboards",
@@ -65,6 +66,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "axes.middleware.AxesMiddleware",  # after authentication, as its docs ask
+    # Sync-only like WhiteNoise, and beside it, so it adds no hop: the chain above WhiteNoise runs
+    # in one thread already (see above).
+    "accounts.audit.AuditActorMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
 
@@ -160,6 +164,28 @@ AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
 AXES_SENSITIVE_PARAMETERS = ["password"]
 AXES_VERBOSE = False  # no banner on every process start
 LOGOUT_REDIRECT_URL = "login"
+
+# The audit log (DESIGN §14, django-auditlog): every change to these models is recorded with who
+# (the signed-in user; empty for management commands), when, and each field's before -> after,
+# readable and never editable in the admin (accounts/admin.py). One list, here above the apps, so
+# accounts need not know metering's models; budgets join it with one line when they exist. Left
+# out: API key secrets (the hash), and what ingestion writes on every request (last_used_at: it
+# is written with update(), which logs nothing, and excluded should it ever be a save()).
+# Memberships' teams are recorded when set on a membership (its page, an org's or user's inline,
+# create_user); the members inline on a team's page writes the link rows directly, which Django
+# sends no signal for, so those changes are not recorded yet.
+# auditlog's record of a creation or deletion also lists reverse relations, as "accounts.Team.None":
+# those are excluded by name.
+AUDITLOG_INCLUDE_TRACKING_MODELS = [
+    {"model": "accounts.Organization", "exclude_fields": ["teams", "memberships", "api_keys", "tags"]},
+    "accounts.Team",
+    {"model": "accounts.Membership", "m2m_fields": ["teams"]},
+    {"model": "accounts.ApiKey", "exclude_fields": ["secret_hash", "last_used_at", "otlp_stats"]},
+    "metering.ModelPrice",
+]
+# A relation is recorded by name ("team: Platform → Web") as it read then, not by id: readable
+# without a lookup per row, and still after the row is gone.
+AUDITLOG_USE_FK_STRING_REPRESENTATION = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -4,6 +4,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from auditlog.models import LogEntry as AuditLogEntry
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.apps import apps
 from django.contrib import admin as django_admin
@@ -143,6 +144,7 @@ def rows(org, other_org, admin, outsider):
     shared = {LLMModel: llm, ModelPrice: price, Group: Group.objects.create(name="Auditors"), **sign_in_records()}
     acme = make_org_rows(org, admin, llm, price)
     globex = make_org_rows(other_org, outsider, llm, price)
+    shared[AuditLogEntry] = AuditLogEntry.objects.first()  # the audit log's record of the rows above
     return {**shared, **acme}, {**shared, **globex}
 
 
