@@ -16,7 +16,8 @@ from accounts.access import Scope, scope_for_api_key, scope_for_request
 from accounts.models import ApiKey
 from accounts.services import api_key_authenticate
 from metering import selectors
-from metering.forms import AnalyticsForm
+from metering.forms import RANGES, AnalyticsForm
+from metering.models import ServiceType
 from metering.pricing import format_money
 from metering.ratelimit import seconds_until_allowed
 from metering.schemas import MAX_ITEMS, IngestBody, IngestResult, loads_exact
@@ -262,6 +263,29 @@ def analytics_form(request, org: str) -> tuple[AnalyticsForm, selectors.Query]:
     return form, form.query(scope)
 
 
+def filter_parameters(*, series: bool) -> list[dict]:
+    """The query parameters of FILTERS_HELP, added to the schema's (ninja's `org`): AnalyticsForm
+    reads them from request.GET, so ninja does not see them, and clients (and the schema's fuzzer)
+    would not know them."""
+
+    def query(name: str, schema: dict) -> dict:
+        return {"in": "query", "name": name, "required": False, "schema": schema}
+
+    def one_of(values) -> dict:
+        return {"type": "string", "enum": list(values)}
+
+    text = {"type": "string"}
+    parameters = [
+        query("range", one_of([*RANGES, "month"])),
+        *(query(name, text) for name in ("month", "start", "end")),
+        *(query(name, {"type": "array", "items": text}) for name in selectors.DIMENSIONS if name != "service_type"),
+        query("service_type", {"type": "array", "items": one_of(ServiceType.values)}),
+    ]
+    if series:
+        parameters += [query("metric", one_of(selectors.METRICS)), query("interval", one_of(selectors.INTERVALS))]
+    return parameters
+
+
 def analytics_get(path: str, response, summary: str):
     return api.get(
         f"/{{org}}/sessions/analytics/{path}",
@@ -270,6 +294,7 @@ def analytics_get(path: str, response, summary: str):
         summary=summary,
         description=FILTERS_HELP,
         tags=["analytics"],
+        openapi_extra={"parameters": filter_parameters(series=path == "timeseries")},
     )
 
 
