@@ -138,12 +138,12 @@ COLUMNS = {
         "id, org_id, timestamp, received_at, metadata, request_id, provider, service_type, status, "
         "input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost, "
         "cost_source, price_id, duration_ms, conversation_id, user_id, team_id, project_id, repository_id, "
-        "agent_id, session_id, model_id, api_key_id"
+        "agent_id, session_id, model_id, api_key_id, request_count, source"
     ),
     "metering_usagerecordtag": "id, record_id, tag_id",
     "metering_activityevent": (
         "id, org_id, timestamp, received_at, metadata, event_id, kind, lines_added, lines_removed, quantity, "
-        "user_id, team_id, project_id, repository_id, agent_id, session_id"
+        "user_id, team_id, project_id, repository_id, agent_id, session_id, source"
     ),
     "metering_activityeventtag": "id, event_id, tag_id",
     "metering_resourceusage": (
@@ -499,7 +499,7 @@ class Loader:
             (rid, self.org_id, ts, ts, "{}", f"req-{self.seq['req']:09d}", provider, service, status)
             + (inp, cached, cache_write, out, reasoning, cost, "priced", price.id, duration, conv)
             + attribution
-            + (model, key)
+            + (model, key, 1, "api")  # one request each, as the ingest API stores them
         )
         self.link("metering_usagerecordtag", rid, tags)
 
@@ -520,7 +520,9 @@ class Loader:
         self.next_id["metering_activityevent"] = eid + 1
         self.seq["evt"] += 1
         self.rows["metering_activityevent"].append(
-            (eid, self.org_id, ts, ts, "{}", f"evt-{self.seq['evt']:09d}", kind, lines[0], lines[1], 1) + attribution
+            (eid, self.org_id, ts, ts, "{}", f"evt-{self.seq['evt']:09d}", kind, lines[0], lines[1], 1)
+            + attribution
+            + ("api",)
         )
         self.link("metering_activityeventtag", eid, tags)
 

@@ -13,6 +13,7 @@ ratio. Goal (issue 3): HTTP ingest at least 25 % of COPY's rate.
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -48,11 +49,14 @@ def parse_args():
     return parser.parse_args()
 
 
-def realistic_records(n: int, prefix: str, seed: int = 7) -> list[dict]:
+def realistic_records(n: int, prefix: str, seed: int = 7, users: list[str] | None = None) -> list[dict]:
+    """`n` usage records with request ids `prefix-0`, `prefix-1`, ... from the last 24 hours, by
+    `users` (emails; default 200 made-up people), the first ones the busiest."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
-    users = [f"user{i:03d}@bench.example" for i in range(200)]
-    weights = [1 / (i + 1) for i in range(len(users))]  # a few heavy users, a long tail
+    users = users or [f"user{i:03d}@bench.example" for i in range(200)]
+    # A few heavy users, a long tail; summed once here, not by every rng.choices call.
+    cum_weights = list(itertools.accumulate(1 / (i + 1) for i in range(len(users))))
     records = []
     for i in range(n):
         input_tokens = int(rng.lognormvariate(8, 1.2)) + 1
@@ -62,7 +66,7 @@ def realistic_records(n: int, prefix: str, seed: int = 7) -> list[dict]:
             {
                 "request_id": f"{prefix}-{i}",
                 "timestamp": (now - timedelta(seconds=rng.randint(60, 86_000))).isoformat(),
-                "user": rng.choices(users, weights)[0],
+                "user": rng.choices(users, cum_weights=cum_weights)[0],
                 "model": rng.choice(MODELS),
                 "project": f"project-{rng.randint(1, 20)}",
                 "repository": f"repo-{rng.randint(1, 40)}",

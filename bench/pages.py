@@ -25,6 +25,19 @@ PAGE_GOAL_MS, PARTIAL_GOAL_MS = 500, 150
 WHOLE_BODY = {"analytics-body"}
 
 
+def page_sections() -> dict[str, dict[str, str]]:
+    """Each page (its URL name) and its htmx partials: {HX-Target: section} (after django.setup())."""
+    from dashboards import views
+
+    return {
+        "overview": views.OVERVIEW_SECTIONS,
+        "usage": views.USAGE_SECTIONS,
+        "analytics": views.ANALYTICS_SECTIONS,
+        "agents": views.AGENTS_SECTIONS,
+        "resources": views.RESOURCES_SECTIONS,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--org", help="the org's slug (default: the org with the most usage records)")
@@ -44,7 +57,6 @@ def main():
     from django.urls import reverse
 
     from accounts.models import Membership, Organization, Role
-    from dashboards import views
     from metering.models import UsageRecord
     from usage_site.server import tune_gc
 
@@ -55,13 +67,7 @@ def main():
     else:
         busiest = UsageRecord.objects.values("org").annotate(n=Count("id")).order_by("-n").first()
         org = Organization.objects.get(pk=busiest["org"])
-    sections = {
-        "overview": views.OVERVIEW_SECTIONS,
-        "usage": views.USAGE_SECTIONS,
-        "analytics": views.ANALYTICS_SECTIONS,
-        "agents": views.AGENTS_SECTIONS,
-        "resources": views.RESOURCES_SECTIONS,
-    }
+    sections = page_sections()
     print(f"org {org.slug}: {UsageRecord.objects.filter(org=org).count():,} usage records; query '{args.query}'")
     header = f"{'page / partial':30} {'viewer':8} {'p50':>8} {'p95':>8} {'queries':>8}  goal"
     print(header)
